@@ -1,0 +1,411 @@
+"""The `statefulrnn` command: argument parsing and error printing only; every command calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from . import __version__
+
+# Errors a user can fix: printed as one line, exit status 2. Anything else is a bug in statefulrnn.
+USER_ERRORS = (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, UnicodeError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, one sub-parser per command."""
+    parser = argparse.ArgumentParser(
+        prog="statefulrnn",
+        description="Stateful LSTM/GRU/RNN models: train on long streams with truncated BPTT and carried "
+        "state, evaluate statefully, generate, forecast.",
+        formatter_class=_Help,
+    )
+    parser.add_argument("--version", action="version", version=f"statefulrnn {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback on errors (or set STATEFULRNN_DEBUG=1)"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for register in _COMMANDS:
+        register(commands)
+    return parser
+
+
+def _add_layout_command(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "layout",
+        help="show how sequences are laid out in lanes and windows",
+        description="Print which part of which sequence lies in which lane of which batch, for made-up "
+        "sequences of the given lengths: the picture that answers 'how must I arrange my data for a "
+        "stateful model?'.",
+        formatter_class=_Help,
+    )
+    p.add_argument("lengths", type=int, nargs="+", help="length of each sequence, in steps")
+    p.add_argument("--mode", choices=("concat", "pack", "stateless"), default="concat", help="layout kind")
+    p.add_argument("--lanes", type=int, default=4, help="lanes (batch rows) carried in parallel")
+    p.add_argument("--window", type=int, default=8, help="steps per window (truncated-BPTT length)")
+    p.add_argument(
+        "--reset-at-boundaries", action="store_true", help="concat mode: reset state where a sequence starts"
+    )
+    p.add_argument("--max-length", type=int, default=None, help="pack mode: cut longer sequences into pieces")
+    p.add_argument("--burn-in", type=int, default=0, help="stateless mode: steps of warm-up context per window")
+    p.add_argument("--batches", type=int, default=4, help="batches to show")
+    p.set_defaults(run=_run_layout)
+
+
+def _run_layout(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .layout import ConcatLayout, PackLayout, StatelessLayout
+
+    seqs = [np.arange(n) for n in args.lengths]
+    if args.mode == "concat":
+        layout = ConcatLayout(seqs, args.lanes, args.window, reset_at_boundaries=args.reset_at_boundaries)
+    elif args.mode == "pack":
+        layout = PackLayout(seqs, args.lanes, args.window, max_length=args.max_length)
+    else:
+        layout = StatelessLayout(seqs, args.lanes, args.window, burn_in=args.burn_in)
+    print(layout.describe(max_batches=args.batches))
+    return 0
+
+
+def _duration(text: str) -> float:
+    """Seconds from '90s', '15m', '1.5h' or a bare number of minutes."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        if text and text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text) * 60
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use e.g. 90s, 15m or 1h)") from None
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Show a default only where there is one worth showing."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=34)
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, argparse.SUPPRESS) or not action.help:
+            return action.help
+        return super()._get_help_string(action)
+
+
+_formatter = _Help
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--cell", choices=("lstm", "gru", "rnn"), default="lstm", help="recurrent cell (rnn = tanh Elman)")
+    g.add_argument("--hidden", type=int, default=256, help="units per recurrent layer")
+    g.add_argument("--layers", type=int, default=2, help="stacked recurrent layers")
+    g.add_argument("--embedding-dim", type=int, default=64, help="token embedding size (text)")
+    g.add_argument("--dropout", type=float, default=0.0, help="dropout on layer inputs and the head (0 = off)")
+
+
+def _add_training_options(p: argparse.ArgumentParser, lanes: int = 64, window: int = 64, epochs: int = 10) -> None:
+    g = p.add_argument_group("training")
+    g.add_argument(
+        "--mode",
+        choices=("stateful", "stateless"),
+        default="stateful",
+        help="stateful: carry each lane's state across windows (truncated BPTT); "
+        "stateless: shuffled independent windows from zero state",
+    )
+    g.add_argument("--lanes", type=int, default=lanes, help="parallel lanes = batch size")
+    g.add_argument("--window", type=int, default=window, help="steps per window (truncated-BPTT length)")
+    g.add_argument("--epochs", type=int, default=epochs, help="passes over the training data")
+    g.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW)")
+    g.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
+    g.add_argument("--clip", type=float, default=1.0, help="max gradient norm (0 = no clipping)")
+    g.add_argument(
+        "--schedule", choices=("cosine", "step", "constant"), default="cosine", help="learning-rate schedule"
+    )
+    g.add_argument("--warmup", type=int, default=0, help="steps of linear learning-rate warm-up")
+    g.add_argument(
+        "--burn-in", type=int, default=0, help="stateless only: steps run without gradient before each window"
+    )
+    g.add_argument("--patience", type=int, default=None, help="early stopping: epochs without a better val loss")
+    g.add_argument("--max-time", type=_duration, default=None, help="training time budget (e.g. 90s, 15m, 1h)")
+    g.add_argument("--max-tokens", type=int, default=None, help="training token budget")
+    g.add_argument("--shuffle", action="store_true", help="stateful: reorder whole documents each epoch (seeded)")
+    g.add_argument("--checkpoint-every", type=float, default=60.0, help="seconds between checkpoints (0 = every step)")
+    g.add_argument("--log-every", type=int, default=20, help="steps between metrics-log lines")
+    g.add_argument("--seed", type=int, default=0, help="seed for weights, dropout and shuffling")
+    g.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    g.add_argument("--json", action="store_true", help="print the final summary as JSON on stdout")
+    g.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+
+
+def _train_config(args: argparse.Namespace):
+    from .train import TrainConfig
+
+    return TrainConfig(
+        mode=args.mode,
+        lanes=args.lanes,
+        window=args.window,
+        epochs=args.epochs,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        clip=args.clip,
+        schedule=args.schedule,
+        warmup=args.warmup,
+        burn_in=args.burn_in,
+        patience=args.patience,
+        seed=args.seed,
+        max_time=args.max_time,
+        max_tokens=args.max_tokens,
+        shuffle=args.shuffle,
+        checkpoint_every=args.checkpoint_every,
+        log_every=args.log_every,
+    )
+
+
+def _explicit(argv_flags: set[str], args: argparse.Namespace) -> dict:
+    """Options given on the command line that may change when resuming."""
+    names = {"--epochs": "epochs", "--max-time": "max_time", "--max-tokens": "max_tokens", "--patience": "patience"}
+    return {attr: getattr(args, attr) for flag, attr in names.items() if flag in argv_flags}
+
+
+def _emit(summary: dict, as_json: bool, lines: list[str]) -> None:
+    import json
+
+    if as_json:
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        print("\n".join(lines))
+
+
+def _add_prepare_command(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "prepare",
+        help="tokenise text into compact memory-mapped token files",
+        description="Tokenise text files once into compact token files (uint8/16/32 by vocabulary size) that "
+        "training memory-maps, so corpora larger than memory can be trained on.",
+        formatter_class=_formatter,
+    )
+    kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
+    t = kinds.add_parser("text", help="text files (each file is one document)", formatter_class=_formatter)
+    t.add_argument("files", nargs="+", type=Path, help="UTF-8 text files; each is one document")
+    t.add_argument("--out", type=Path, required=True, help="output directory")
+    t.add_argument("--level", choices=("char", "word"), default="char", help="tokens are characters or words")
+    t.add_argument("--val", type=Path, default=None, help="a separate validation text file")
+    t.add_argument("--val-fraction", type=float, default=None, help="hold out the last fraction of the text")
+    t.add_argument("--boundary", default=None, help="a token inserted between documents (e.g. '<doc>')")
+    t.add_argument("--replace-invalid", action="store_true", help="replace invalid UTF-8 bytes instead of failing")
+    t.add_argument("--json", action="store_true", help="print the summary as JSON")
+    t.set_defaults(run=_run_prepare_text)
+
+
+def _run_prepare_text(args: argparse.Namespace) -> int:
+    from .text import prepare_text
+
+    summary = prepare_text(
+        [str(f) for f in args.files],
+        args.out,
+        level=args.level,
+        val=None if args.val is None else str(args.val),
+        val_fraction=args.val_fraction,
+        boundary=args.boundary,
+        replace_invalid=args.replace_invalid,
+    )
+    _emit(
+        summary,
+        args.json,
+        [
+            f"prepared {args.out}: "
+            + ", ".join(f"{k}={v}" for k, v in summary.items() if not isinstance(v, (dict, list)))
+        ],
+    )
+    return 0
+
+
+def _add_train_command(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "train",
+        help="train a stateful model",
+        description="Train a model with truncated backpropagation through time. In stateful mode each lane's "
+        "state is carried from one window to the next (and reset at each epoch and sequence start).",
+        formatter_class=_formatter,
+    )
+    kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
+    t = kinds.add_parser(
+        "text",
+        help="a character or word language model on a text file or prepared corpus",
+        description="Train a language model on a whole text as one stream (or a directory from "
+        "'statefulrnn prepare text'). Validation is evaluated statefully with its own state.",
+        formatter_class=_formatter,
+    )
+    t.add_argument("source", nargs="?", type=Path, help="text file or prepared directory (optional with --resume)")
+    t.add_argument("--out", type=Path, required=True, help="run directory to write (or resume)")
+    t.add_argument(
+        "--level", choices=("char", "word"), default=None, help="characters or words (default: char, or as prepared)"
+    )
+    t.add_argument("--val", type=Path, default=None, help="validation text file")
+    t.add_argument(
+        "--val-fraction",
+        type=float,
+        default=None,
+        help="hold out the last fraction for validation (default for a text file: 0.1; a prepared directory "
+        "uses its own split)",
+    )
+    t.add_argument("--replace-invalid", action="store_true", help="replace invalid UTF-8 bytes instead of failing")
+    _add_model_options(t)
+    _add_training_options(t)
+    t.set_defaults(run=_run_train_text)
+
+
+def _run_train_text(args: argparse.Namespace) -> int:
+    from .textlm import train_text
+
+    summary = train_text(
+        args.source,
+        args.out,
+        level=args.level,
+        val=args.val,
+        val_fraction=args.val_fraction,
+        replace_invalid=args.replace_invalid,
+        model_args={
+            "cell": args.cell,
+            "hidden_size": args.hidden,
+            "num_layers": args.layers,
+            "embedding_dim": args.embedding_dim,
+            "dropout": args.dropout,
+        },
+        config=_train_config(args),
+        device=args.device,
+        resume=args.resume,
+        overrides=_explicit(args.given, args) if args.resume else None,
+        progress=not args.quiet,
+    )
+    val = summary.get("val") or {}
+    lines = [
+        f"run: {summary['run']} ({summary['stopped']}, {summary['epochs']} epoch(s), {summary['steps']} steps, "
+        f"{summary['elapsed_s']:.0f} s, {summary['tokens_per_s']:,.0f} tokens/s)",
+        "validation (stateful): " + ", ".join(f"{k} {v:.4f}" for k, v in val.items()) if val else "no validation",
+    ]
+    _emit(summary, args.json, lines)
+    return 0
+
+
+def _add_eval_command(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "eval",
+        help="evaluate a run statefully on a file",
+        description="Evaluate a trained run on new data, carrying the state across windows as in training.",
+        formatter_class=_formatter,
+    )
+    p.add_argument("run_dir", type=Path, help="run directory")
+    p.add_argument("file", type=Path, help="text file (text runs) or series CSV/Parquet (series runs)")
+    p.add_argument("--lanes", type=int, default=None, help="evaluation lanes (default: the run's)")
+    p.add_argument("--window", type=int, default=None, help="evaluation window (default: the run's)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--replace-invalid", action="store_true", help="replace invalid UTF-8 bytes instead of failing")
+    p.add_argument("--json", action="store_true", help="print metrics as JSON")
+    p.set_defaults(run=_run_eval)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from .textlm import evaluate_text
+
+    metrics = evaluate_text(
+        args.run_dir,
+        args.file,
+        lanes=args.lanes,
+        window=args.window,
+        device=args.device,
+        replace_invalid=args.replace_invalid,
+    )
+    _emit(metrics, args.json, [f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in metrics.items()])
+    return 0
+
+
+def _add_generate_command(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "generate",
+        help="sample text from a text run",
+        description="Warm the state on the prompt in one call, then sample token by token from the carried "
+        "state, printing the text as it is produced.",
+        formatter_class=_formatter,
+    )
+    p.add_argument("run_dir", type=Path, help="run directory of a text run")
+    p.add_argument("--prompt", default="", help="text that warms up the state (default: a line break)")
+    p.add_argument("-n", type=int, default=500, help="tokens to generate")
+    p.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (0 = greedy)")
+    p.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling: smallest set with this mass")
+    p.add_argument("--seed", type=int, default=None, help="seed for reproducible samples")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.set_defaults(run=_run_generate)
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    from .generate import generate
+    from .textlm import load_text_run
+
+    model, vocab, _ = load_text_run(args.run_dir, args.device)
+    pieces = generate(
+        model,
+        vocab,
+        args.prompt,
+        args.n,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+    )
+    sys.stdout.write(args.prompt)
+    for piece in pieces:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_prepare_command,
+    _add_train_command,
+    _add_eval_command,
+    _add_generate_command,
+    _add_layout_command,
+]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: parse, run, and turn user errors into one clear line."""
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    args.given = {a.split("=")[0] for a in argv if a.startswith("--")}
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 0
+    debug = args.debug or os.environ.get("STATEFULRNN_DEBUG") == "1"
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print("statefulrnn: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as e:
+        if debug:
+            raise
+        print(f"statefulrnn: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except Exception as e:  # a bug: still one line, with the way to see more
+        if debug:
+            raise
+        print(
+            f"statefulrnn: internal error: {type(e).__name__}: {_one_line(e)} (rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e) or type(e).__name__
+    if isinstance(e, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)) and e.filename:
+        text = f"{e.strerror}: {e.filename}"
+    return " ".join(text.split())

@@ -1,0 +1,198 @@
+"""The trainer: what reaches the model in each mode, evaluation isolation, schedules, checkpoints."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from statefulrnn import checkpoint as ckpt
+from statefulrnn.layout import ConcatLayout, Sequences, StatelessLayout
+from statefulrnn.model import SequenceModel
+from statefulrnn.objectives import NextToken, Regression
+from statefulrnn.train import TrainConfig, Trainer, evaluate, evaluation_layout, training_layout
+
+
+def _tokens(n: int = 600, vocab: int = 7, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, vocab, n).astype(np.uint8)
+
+
+def _model(vocab: int = 7, seed: int = 0) -> SequenceModel:
+    torch.manual_seed(seed)
+    return SequenceModel("lstm", vocab_size=vocab, hidden_size=12, num_layers=2, embedding_dim=5)
+
+
+class Recorder:
+    """Wraps model.forward to record what each training call received and returned."""
+
+    def __init__(self, model: SequenceModel) -> None:
+        self.calls: list[dict] = []
+        self.model = model
+        self.inner = model.forward
+
+    def __call__(self, x, state=None, resets=None):
+        out, new = self.inner(x, state, resets)
+        self.calls.append({"x": x.clone(), "state": state, "resets": resets, "out_state": new, "grad": x.requires_grad})
+        return out, new
+
+
+def test_stateful_mode_carries_detached_state_lane_by_lane_and_resets_each_epoch():
+    data = _tokens()
+    model = _model()
+    config = TrainConfig(lanes=4, window=10, epochs=2, checkpoint_every=1e9)
+    layout = training_layout(Sequences(data, np.array([0, len(data)])), config)
+    rec = Recorder(model)
+    model.forward = rec
+    Trainer(model, NextToken(), layout, None, config, progress=False).fit()
+    n = len(layout)
+    assert len(rec.calls) == 2 * n
+    for i, call in enumerate(rec.calls):
+        k, epoch = i % n, i // n
+        expected = layout.batch(k, epoch).inputs.astype(np.int64)
+        assert np.array_equal(call["x"].numpy(), expected)
+        if k == 0:
+            assert call["state"] is None  # every epoch starts from zero state
+        else:
+            prev = rec.calls[i - 1]["out_state"]
+            assert torch.equal(call["state"].h, prev.h) and torch.equal(call["state"].c, prev.c)
+            assert not call["state"].h.requires_grad  # detached: truncated BPTT
+    # lane continuity: lane i of batch k+1 continues lane i of batch k in the stream
+    first, second = layout.batch(0).positions, layout.batch(1).positions
+    assert np.array_equal(second[:, 0], first[:, -1] + 1)
+
+
+def test_stateless_mode_starts_every_window_from_zero_in_shuffled_order():
+    data = _tokens()
+    model = _model()
+    config = TrainConfig(mode="stateless", lanes=4, window=10, epochs=2, checkpoint_every=1e9)
+    layout = training_layout(Sequences(data, np.array([0, len(data)])), config)
+    assert isinstance(layout, StatelessLayout)
+    rec = Recorder(model)
+    model.forward = rec
+    Trainer(model, NextToken(), layout, None, config, progress=False).fit()
+    assert all(call["state"] is None for call in rec.calls)
+    n = len(layout)
+    epoch0 = np.concatenate([c["x"].numpy() for c in rec.calls[:n]])
+    epoch1 = np.concatenate([c["x"].numpy() for c in rec.calls[n:]])
+    assert not np.array_equal(epoch0, epoch1)  # reshuffled
+    assert sorted(map(tuple, epoch0)) == sorted(map(tuple, epoch1))  # same windows
+
+
+def test_stateless_burn_in_runs_context_without_gradient_then_the_window_from_its_state():
+    data = _tokens()
+    model = _model()
+    config = TrainConfig(mode="stateless", lanes=4, window=10, burn_in=6, epochs=1, checkpoint_every=1e9)
+    layout = training_layout(Sequences(data, np.array([0, len(data)])), config)
+    rec = Recorder(model)
+    model.forward = rec
+    Trainer(model, NextToken(), layout, None, config, progress=False).fit()
+    assert len(rec.calls) == 2 * len(layout)
+    for ctx_call, win_call in zip(rec.calls[::2], rec.calls[1::2]):
+        assert ctx_call["x"].shape[1] == 6 and ctx_call["state"] is None
+        assert not ctx_call["out_state"].h.requires_grad
+        assert win_call["state"] is ctx_call["out_state"]
+
+
+def test_evaluation_never_touches_the_training_state():
+    data = _tokens()
+    model = _model()
+    config = TrainConfig(lanes=4, window=10, epochs=1, checkpoint_every=1e9)
+    seqs = Sequences(data, np.array([0, len(data)]))
+    trainer = Trainer(model, NextToken(), training_layout(seqs, config), None, config, progress=False)
+    for batch in list(trainer.train_layout.batches())[:3]:
+        trainer.train_step(batch)
+    before = (trainer.state.h.clone(), trainer.state.c.clone())
+    val = evaluation_layout(Sequences(_tokens(200, seed=1), np.array([0, 200])), lanes=2, window=16)
+    first = evaluate(model, val, NextToken())
+    assert torch.equal(trainer.state.h, before[0]) and torch.equal(trainer.state.c, before[1])
+    assert model.training  # evaluation restores train mode
+    # and the result does not depend on the training state
+    trainer.state = trainer.state.reset(torch.ones(4, dtype=torch.bool))
+    assert evaluate(model, val, NextToken()) == first
+
+
+def test_stateful_evaluation_equals_one_whole_pass_per_lane():
+    data = _tokens(401, seed=3)
+    model = _model().eval()
+    seqs = Sequences(data, np.array([0, len(data)]))
+    layout = ConcatLayout(seqs, 1, 16)
+    metrics = evaluate(model, layout, NextToken())
+    with torch.no_grad():
+        out, _ = model(torch.from_numpy(data[:-1].astype(np.int64))[None])
+        loss = torch.nn.functional.cross_entropy(out[0], torch.from_numpy(data[1:].astype(np.int64)))
+    assert metrics["loss"] == pytest.approx(float(loss), rel=1e-5)
+
+
+def test_training_learns_a_deterministic_sequence():
+    pattern = np.tile(np.array([0, 1, 2, 3, 4, 5, 6], dtype=np.uint8), 60)
+    model = _model()
+    seqs = Sequences(pattern, np.array([0, len(pattern)]))
+    config = TrainConfig(lanes=4, window=8, epochs=15, lr=1e-2, checkpoint_every=1e9)
+    val = evaluation_layout(seqs, lanes=2, window=16)
+    before = evaluate(model, val, NextToken())
+    summary = Trainer(model, NextToken(), training_layout(seqs, config), val, config, progress=False).fit()
+    assert summary["val"]["accuracy"] > 0.95 > before["accuracy"]
+
+
+def test_learning_rate_schedules():
+    seqs = Sequences(_tokens(), np.array([0, 600]))
+    for schedule in ("cosine", "step", "constant"):
+        config = TrainConfig(lanes=4, window=10, epochs=4, warmup=5, schedule=schedule, lr=1.0, gamma=0.5)
+        trainer = Trainer(_model(), NextToken(), training_layout(seqs, config), None, config, progress=False)
+        lrs = [trainer.lr_at(s) for s in range(trainer.total_steps)]
+        assert lrs[:5] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+        n = len(trainer.train_layout)
+        if schedule == "cosine":
+            assert lrs[5] == pytest.approx(1.0) and lrs[-1] == pytest.approx(0.1, abs=0.01)
+            assert all(a >= b for a, b in zip(lrs[5:], lrs[6:]))
+        elif schedule == "step":
+            assert lrs[n + 1] == pytest.approx(0.5) and lrs[3 * n] == pytest.approx(0.125)
+        else:
+            assert set(lrs[5:]) == {1.0}
+
+
+def test_checkpoint_round_trip_restores_everything(tmp_path):
+    seqs = Sequences(_tokens(), np.array([0, 600]))
+    config = TrainConfig(lanes=4, window=10, epochs=1, checkpoint_every=1e9)
+    trainer = Trainer(_model(), NextToken(), training_layout(seqs, config), None, config, tmp_path, progress=False)
+    for batch in list(trainer.train_layout.batches())[:3]:
+        trainer.train_step(batch)
+        trainer.cursor["batch"] += 1
+        trainer.cursor["step"] += 1
+    trainer.save_checkpoint()
+    other = Trainer(_model(seed=5), NextToken(), training_layout(seqs, config), None, config, tmp_path, progress=False)
+    other.restore()
+    for a, b in zip(trainer.model.state_dict().values(), other.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert torch.equal(other.state.h, trainer.state.h) and torch.equal(other.state.c, trainer.state.c)
+    assert other.cursor == trainer.cursor
+    sa, sb = trainer.optimizer.state_dict(), other.optimizer.state_dict()
+    for idx in sa["state"]:
+        for name, value in sa["state"][idx].items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(sb["state"][idx][name]))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_damaged_checkpoint_gives_a_clear_error(tmp_path, damage):
+    seqs = Sequences(_tokens(), np.array([0, 600]))
+    config = TrainConfig(lanes=4, window=10, epochs=1, checkpoint_every=1e9)
+    trainer = Trainer(_model(), NextToken(), training_layout(seqs, config), None, config, tmp_path, progress=False)
+    trainer.save_checkpoint()
+    path = tmp_path / ckpt.CHECKPOINT
+    data = path.read_bytes()
+    path.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"\x00" * 64 + data[64:], "empty": b""}[damage])
+    with pytest.raises(ValueError, match="checkpoint|corrupt|truncated"):
+        trainer.restore()
+
+
+def test_regression_objective_ignores_missing_targets_and_padding():
+    outputs = torch.tensor([[[1.0, 2.0], [3.0, 4.0]]])
+    targets = torch.tensor([[[0.0, math.nan], [3.0, 5.0]]])
+    mask = torch.tensor([[True, False]])
+    sums = Regression().sums(outputs, targets, mask)
+    assert float(sums["count"]) == 1 and float(sums["loss"]) == 1.0
+    mask = torch.tensor([[True, True]])
+    sums = Regression().sums(outputs, targets, mask)
+    assert float(sums["count"]) == 3 and float(sums["loss"]) == 2.0
