@@ -96,16 +96,19 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
 _formatter = _Help
 
 
-def _add_model_options(p: argparse.ArgumentParser) -> None:
+def _add_model_options(p: argparse.ArgumentParser, hidden: int = 256, layers: int = 2, text: bool = True) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--cell", choices=("lstm", "gru", "rnn"), default="lstm", help="recurrent cell (rnn = tanh Elman)")
-    g.add_argument("--hidden", type=int, default=256, help="units per recurrent layer")
-    g.add_argument("--layers", type=int, default=2, help="stacked recurrent layers")
-    g.add_argument("--embedding-dim", type=int, default=64, help="token embedding size (text)")
+    g.add_argument("--hidden", type=int, default=hidden, help="units per recurrent layer")
+    g.add_argument("--layers", type=int, default=layers, help="stacked recurrent layers")
+    if text:
+        g.add_argument("--embedding-dim", type=int, default=64, help="token embedding size")
     g.add_argument("--dropout", type=float, default=0.0, help="dropout on layer inputs and the head (0 = off)")
 
 
-def _add_training_options(p: argparse.ArgumentParser, lanes: int = 64, window: int = 64, epochs: int = 10) -> None:
+def _add_training_options(
+    p: argparse.ArgumentParser, lanes: int = 64, window: int = 64, epochs: int = 10, lr: float = 2e-3
+) -> None:
     g = p.add_argument_group("training")
     g.add_argument(
         "--mode",
@@ -117,7 +120,7 @@ def _add_training_options(p: argparse.ArgumentParser, lanes: int = 64, window: i
     g.add_argument("--lanes", type=int, default=lanes, help="parallel lanes = batch size")
     g.add_argument("--window", type=int, default=window, help="steps per window (truncated-BPTT length)")
     g.add_argument("--epochs", type=int, default=epochs, help="passes over the training data")
-    g.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW)")
+    g.add_argument("--lr", type=float, default=lr, help="peak learning rate (AdamW)")
     g.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
     g.add_argument("--clip", type=float, default=1.0, help="max gradient norm (0 = no clipping)")
     g.add_argument(
@@ -161,6 +164,7 @@ def _train_config(args: argparse.Namespace):
         shuffle=args.shuffle,
         checkpoint_every=args.checkpoint_every,
         log_every=args.log_every,
+        eval_window=getattr(args, "eval_window", 256),
     )
 
 
@@ -257,6 +261,108 @@ def _add_train_command(commands: argparse._SubParsersAction) -> None:
     _add_training_options(t)
     t.set_defaults(run=_run_train_text)
 
+    s = kinds.add_parser(
+        "series",
+        help="a multi-horizon forecaster on one or many numeric series (CSV or Parquet)",
+        description="Train a forecaster whose state is carried over each series' whole history. Each series is "
+        "split in time: training part, --val-windows x horizon steps for model selection and intervals, then "
+        "--test-windows x horizon steps tested at rolling origins against naive and seasonal-naive forecasts. "
+        "Long format (unique_id, ds, y) holds many series; a file without an id column is one series.",
+        formatter_class=_formatter,
+    )
+    s.add_argument("source", nargs="?", type=Path, help="CSV (optionally compressed) or Parquet file")
+    s.add_argument("--out", type=Path, required=True, help="run directory to write (or resume)")
+    _add_series_read_options(s)
+    g = s.add_argument_group("forecasting")
+    g.add_argument("--horizon", type=int, required=False, help="steps forecast from each origin (required)")
+    g.add_argument("--season", type=int, default=1, help="seasonal period in steps (24 for hourly data, 12 monthly)")
+    g.add_argument("--diff", type=int, default=0, choices=(0, 1, 2), help="first differences before scaling")
+    g.add_argument("--seasonal-diff", action="store_true", help="difference at lag --season first")
+    g.add_argument("--scale", choices=("minmax", "standard", "none"), default="minmax", help="per-series scaling")
+    g.add_argument("--no-phase", action="store_true", help="do not feed sin/cos of the position in the season")
+    g.add_argument("--test-windows", type=int, default=4, help="rolling-origin test windows per series")
+    g.add_argument("--val-windows", type=int, default=4, help="validation windows before the test part")
+    g.add_argument("--interval", type=float, default=0.8, help="prediction-interval coverage (0 = none)")
+    _add_model_options(s, hidden=64, layers=1, text=False)
+    _add_training_options(s, lanes=16, window=48, epochs=40, lr=3e-3)
+    s.set_defaults(run=_run_train_series, eval_window=512)
+
+
+def _add_series_read_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("reading the file")
+    g.add_argument("--id-col", default=None, help="series id column (default: unique_id, id or series_id if present)")
+    g.add_argument("--time-col", default=None, help="timestamp column (default: ds, timestamp, time, date...)")
+    g.add_argument("--target", default=None, help="value column (default: y, value or target)")
+    g.add_argument("--features", nargs="*", default=[], help="extra numeric input columns")
+    g.add_argument(
+        "--fill",
+        choices=("ffill", "interpolate"),
+        default=None,
+        help="fill missing timestamps and values instead of failing (filled steps are left out of metrics)",
+    )
+    g.add_argument("--freq", default="infer", help="expected pandas frequency (e.g. h, D, MS), infer, or none")
+
+
+def _read_options(args: argparse.Namespace) -> dict:
+    freq = None if str(args.freq).lower() == "none" else args.freq
+    return {"id_col": args.id_col, "time_col": args.time_col, "target": args.target, "fill": args.fill, "freq": freq}
+
+
+def _run_train_series(args: argparse.Namespace) -> int:
+    from .forecast import ForecastSpec, train_series
+
+    spec = None
+    if not args.resume:
+        if args.horizon is None:
+            raise ValueError("--horizon is required: how many steps to forecast from each origin")
+        spec = ForecastSpec(
+            horizon=args.horizon,
+            season=args.season,
+            diff=args.diff,
+            seasonal_diff=args.seasonal_diff,
+            scale=args.scale,
+            phase=not args.no_phase,
+            test_windows=args.test_windows,
+            val_windows=args.val_windows,
+            interval=args.interval,
+            features=tuple(args.features),
+        )
+    summary = train_series(
+        args.source,
+        args.out,
+        spec,
+        read=_read_options(args),
+        model_args={"cell": args.cell, "hidden_size": args.hidden, "num_layers": args.layers, "dropout": args.dropout},
+        config=_train_config(args),
+        device=args.device,
+        resume=args.resume,
+        overrides=_explicit(args.given, args) if args.resume else None,
+        progress=not args.quiet,
+    )
+    lines = [
+        f"run: {summary['run']} ({summary['stopped']}, {summary['epochs']} epoch(s), {summary['steps']} steps, "
+        f"{summary['elapsed_s']:.0f} s, {summary['tokens_per_s']:,.0f} steps/s)",
+        _backtest_text(summary["backtest"]),
+    ]
+    _emit(summary, args.json, lines)
+    return 0
+
+
+def _backtest_text(report: dict) -> str:
+    head = f"{'forecaster':<16} {'MAE':>10} {'RMSE':>10} {'MASE':>7} {'sMAPE%':>7}"
+    lines = [
+        f"rolling-origin test: {report['windows']} window(s) x horizon {report['horizon']} per series, "
+        f"mean over {len(report['series'])} series (season {report['season']})",
+        head,
+        "-" * len(head),
+    ]
+    for name, m in report["mean"].items():
+        lines.append(f"{name:<16} {m['mae']:10.4g} {m['rmse']:10.4g} {m['mase']:7.3f} {m['smape']:7.3f}")
+    if "interval" in report:
+        i = report["interval"]
+        lines.append(f"{i['nominal']:.0%} interval: {i['coverage']:.1%} of {i['points']} test values covered")
+    return "\n".join(lines)
+
 
 def _run_train_text(args: argparse.Namespace) -> int:
     from .textlm import train_text
@@ -309,7 +415,15 @@ def _add_eval_command(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
+    from .checkpoint import read_config
     from .textlm import evaluate_text
+
+    if read_config(args.run_dir).get("task") == "series":
+        from .forecast import evaluate_series_run
+
+        report = evaluate_series_run(args.run_dir, args.file, device=args.device)
+        _emit(report, args.json, [_backtest_text(report)])
+        return 0
 
     metrics = evaluate_text(
         args.run_dir,
@@ -365,12 +479,113 @@ def _run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_forecast_command(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "forecast",
+        help="forecast the steps after each series' history with a series run",
+        description="Warm the state on each series' full history in one fused pass, then forecast the next "
+        "steps. Series the run was trained on use its fitted transforms and calibrated intervals; new series get "
+        "transforms fitted on their history and no interval.",
+        formatter_class=_formatter,
+    )
+    p.add_argument("run_dir", type=Path, help="run directory of a series run")
+    p.add_argument("--history", type=Path, required=True, help="CSV/Parquet with each series' history")
+    p.add_argument("--horizon", type=int, default=None, help="steps to forecast (default and maximum: the run's)")
+    p.add_argument("--out", type=Path, default=None, help="write the forecast as CSV (unique_id, ds, step, ...)")
+    p.add_argument("--plot", type=Path, default=None, help="write a PNG of history tail, forecast and interval")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--json", action="store_true", help="print the forecast as JSON records")
+    p.set_defaults(run=_run_forecast)
+
+
+def _run_forecast(args: argparse.Namespace) -> int:
+    from .forecast import forecast_run, load_series_run
+    from .series_data import read_series
+
+    _, spec, _, config = load_series_run(args.run_dir, "cpu")
+    history = read_series(args.history, features=spec.features, **config["data"]["read"])
+    table = forecast_run(args.run_dir, history, horizon=args.horizon, device=args.device)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.out, index=False)
+    if args.plot:
+        _plot_forecast_table(history, table, args.plot)
+    if args.json:
+        print(table.to_json(orient="records", date_format="iso", indent=1))
+    elif not args.out:
+        print(table.to_string(index=False))
+    else:
+        print(f"wrote {len(table)} forecast rows for {table['unique_id'].nunique()} series to {args.out}")
+    return 0
+
+
+def _plot_forecast_table(history, table, out: Path, max_series: int = 6) -> None:
+    from .plots import plot_forecast
+
+    panels = []
+    for s in list(history)[:max_series]:
+        part = table[table["unique_id"] == s.id]
+        x = part["ds"].to_numpy() if part["ds"].notna().all() else len(s) + part["step"].to_numpy() - 1
+        hx = s.timestamps if part["ds"].notna().all() else range(len(s))
+        tail = max(0, len(s) - 5 * len(part))
+        panel = {"id": s.id, "history": (hx[tail:], s.values[tail:]), "forecasts": {"forecast": (x, part["forecast"])}}
+        if "lo" in part and part["lo"].notna().all():
+            panel["band"] = (x, part["lo"], part["hi"])
+        panels.append(panel)
+    plot_forecast(panels, out)
+
+
+def _add_demo_command(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "demo",
+        help="the main job: stateful vs stateless LSTM forecasters on real hourly temperatures",
+        description="Train stateful and stateless LSTMs (same size, data and budget; 3 seeds each) on the hourly "
+        "Seattle temperatures of 2010 shipped in vega_datasets, test them at 7 rolling origins of 24 hours against "
+        "naive and seasonal-naive forecasts, print the table and write the forecast plot. No network needed.",
+        formatter_class=_formatter,
+    )
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="directory for runs, table and plot")
+    p.add_argument("--epochs", type=int, default=40, help="training epochs per run")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (one run per mode and seed)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from .checkpoint import write_json
+    from .demo import format_table, run_demo
+
+    results = run_demo(
+        args.out, epochs=args.epochs, seeds=tuple(args.seeds), device=args.device, progress=not args.quiet
+    )
+    write_json(args.out / "results.json", results)
+    text = format_table(results["table"])
+    (args.out / "table.txt").write_text(text + "\n")
+    interval = results["runs"][f"stateful-{args.seeds[0]}"]["backtest"].get("interval")
+    lines = [
+        "",
+        "Seattle hourly temperature 2010 (vega_datasets), horizon 24 h, 7 rolling origins over the last week:",
+        text,
+    ]
+    if interval:
+        lines.append(
+            f"stateful LSTM {interval['nominal']:.0%} interval covered {interval['coverage']:.1%} of test hours"
+        )
+    lines.append(f"plot: {results['plot']}   runs and results.json: {args.out}")
+    _emit(results, args.json, lines)
+    return 0
+
+
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_prepare_command,
     _add_train_command,
     _add_eval_command,
     _add_generate_command,
+    _add_forecast_command,
     _add_layout_command,
+    _add_demo_command,
 ]
 
 

@@ -119,12 +119,19 @@ def resolve_device(name: str | None = "auto") -> torch.device:
     return device
 
 
-def training_layout(data: Sequences, config: TrainConfig, *, pack: bool = False) -> Layout:
-    """The layout `config.mode` asks for: concat (or pack, for separate series) lanes, or stateless windows."""
+def training_layout(
+    data: Sequences, config: TrainConfig, *, pack: bool = False, max_length: int | None = None
+) -> Layout:
+    """The layout `config.mode` asks for: concat (or pack, for separate series) lanes, or stateless windows.
+
+    `max_length` (pack only) cuts long series into pieces, so that a few long series fill many lanes.
+    """
     if config.mode == "stateless":
         return StatelessLayout(data, config.lanes, config.window, burn_in=config.burn_in, seed=config.seed)
     if pack:
-        return PackLayout(data, config.lanes, config.window, shuffle=config.shuffle, seed=config.seed)
+        return PackLayout(
+            data, config.lanes, config.window, max_length=max_length, shuffle=config.shuffle, seed=config.seed
+        )
     return ConcatLayout(
         data,
         config.lanes,
@@ -170,7 +177,8 @@ def to_tensors(batch: Batch, device: torch.device, dtype: torch.dtype = torch.fl
 
 @torch.no_grad()
 def evaluate(model: SequenceModel, layout: Layout, objective: Objective, device: torch.device | None = None) -> dict:
-    """Stateful evaluation: the layout's lanes are run in order with their own carried state."""
+    """Evaluation on its own state: a stateful layout's lanes carry it across windows, a stateless
+    layout's windows each start from zero (warmed on their context, if any), as in training."""
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -179,6 +187,8 @@ def evaluate(model: SequenceModel, layout: Layout, objective: Objective, device:
     try:
         for batch in layout.batches():
             t = to_tensors(batch, device, next(model.parameters()).dtype)
+            if not layout.stateful:
+                state = model(t["context"], None, t["context_resets"])[1] if "context" in t else None
             out, state = model(t["inputs"], state, t.get("resets"))
             for k, v in objective.sums(out, t["targets"], t["mask"]).items():
                 totals[k] = totals.get(k, 0.0) + float(v)
