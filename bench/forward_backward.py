@@ -32,7 +32,6 @@ faults per window are printed for every contender either way.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import json
 import platform
@@ -49,9 +48,11 @@ from torch import nn
 
 try:
     from statefulrnn import SequenceModel
+    from statefulrnn.allocator import pin_malloc
 except ImportError:  # running from a source checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from statefulrnn import SequenceModel
+    from statefulrnn.allocator import pin_malloc
 
 TARGETS = {"seq": 0.97, "seq+reset": 0.85}
 CONTENDERS = ("bare", "seq", "seq+reset")
@@ -91,16 +92,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1")
     return args
-
-
-def pin_malloc() -> bool:
-    """Fix glibc's mmap and trim thresholds (turning off their dynamic adjustment); False if not glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
-    except (OSError, AttributeError):
-        return False
 
 
 def make_optimizer(kind: str, params: list[nn.Parameter]) -> torch.optim.Optimizer | None:

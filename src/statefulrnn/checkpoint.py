@@ -14,6 +14,7 @@ leaves either the old file or the new one, never half of one.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,9 +45,21 @@ def atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def jsonable(obj: Any) -> Any:
+    """`obj` with NaN and infinities as None, so strict JSON parsers read it (MASE is inf on flat history)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    return obj
+
+
 def write_json(path: Path, obj: Any) -> None:
-    """Write `obj` as indented JSON, atomically."""
-    atomic_write(Path(path), (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    """Write `obj` as indented strict JSON (non-finite floats as null), atomically."""
+    text = json.dumps(jsonable(obj), indent=2, sort_keys=True, allow_nan=False, default=str)
+    atomic_write(Path(path), (text + "\n").encode())
 
 
 def read_json(path: Path, what: str = "file") -> Any:

@@ -177,8 +177,10 @@ def _explicit(argv_flags: set[str], args: argparse.Namespace) -> dict:
 def _emit(summary: dict, as_json: bool, lines: list[str]) -> None:
     import json
 
+    from .checkpoint import jsonable
+
     if as_json:
-        print(json.dumps(summary, indent=2, default=str))
+        print(json.dumps(jsonable(summary), indent=2, default=str, allow_nan=False))
     else:
         print("\n".join(lines))
 
@@ -301,11 +303,19 @@ def _add_series_read_options(p: argparse.ArgumentParser) -> None:
         help="fill missing timestamps and values instead of failing (filled steps are left out of metrics)",
     )
     g.add_argument("--freq", default="infer", help="expected pandas frequency (e.g. h, D, MS), infer, or none")
+    g.add_argument("--sort", action="store_true", help="sort rows by id and time instead of failing on disorder")
 
 
 def _read_options(args: argparse.Namespace) -> dict:
     freq = None if str(args.freq).lower() == "none" else args.freq
-    return {"id_col": args.id_col, "time_col": args.time_col, "target": args.target, "fill": args.fill, "freq": freq}
+    return {
+        "id_col": args.id_col,
+        "time_col": args.time_col,
+        "target": args.target,
+        "fill": args.fill,
+        "freq": freq,
+        "sort": args.sort,
+    }
 
 
 def _run_train_series(args: argparse.Namespace) -> int:
@@ -599,11 +609,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     debug = args.debug or os.environ.get("STATEFULRNN_DEBUG") == "1"
+    from .allocator import pin_malloc
+
+    pin_malloc()
     try:
         return args.run(args)
     except KeyboardInterrupt:
         print("statefulrnn: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except USER_ERRORS as e:
         if debug:
             raise

@@ -10,7 +10,7 @@ steps tested at rolling origins (one every H steps). Transforms are fitted on th
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +204,8 @@ def train_series(
         if saved.get("task") != "series":
             raise ValueError(f"{run} is a {saved.get('task')} run, not a series run")
         source = source or saved["data"]["source"]
+        if source is None:
+            raise ValueError(f"{run} was trained on in-memory series: pass them again to resume")
         read, spec, model_args = saved["data"]["read"], ForecastSpec(**saved["forecast"]), saved["model"]
         known = {f.name for f in fields(TrainConfig)}
         config = TrainConfig(**{k: v for k, v in saved["train"].items() if k in known})
@@ -215,7 +217,7 @@ def train_series(
         raise ValueError("give a ForecastSpec (at least the horizon)")
     if source is None:
         raise ValueError("give the series file")
-    config = config or TrainConfig(**SERIES_TRAIN)
+    config = replace(config) if config else TrainConfig(**SERIES_TRAIN)
     read = dict(read or {})
     data = source if isinstance(source, SeriesSet) else read_series(source, features=spec.features, **read)
     transforms, train_parts, val_parts = {}, [], []
@@ -236,6 +238,10 @@ def train_series(
     lanes_per_series = max(1, math.ceil(config.lanes / len(data)))
     longest = int(train.usable.max())
     max_length = max(config.window, math.ceil(longest / lanes_per_series)) if lanes_per_series > 1 else None
+    usable = train.usable[train.usable > 0]
+    pieces = int(np.ceil(usable / max_length).sum()) if max_length else len(usable)
+    if config.mode == "stateful" and pieces < config.lanes:
+        config.lanes = pieces  # short data: no more lanes than pieces of series (recorded in config.json)
     layout = training_layout(train, config, pack=True, max_length=max_length)
     if config.mode == "stateless":
         from .layout import StatelessLayout
@@ -246,7 +252,11 @@ def train_series(
     settings = {
         "task": "series",
         "forecast": asdict(spec),
-        "data": {"source": str(getattr(source, "source", source)), "read": read, "series": len(data)},
+        "data": {
+            "source": None if isinstance(source, SeriesSet) else str(Path(source).resolve()),
+            "read": read,
+            "series": len(data),
+        },
     }
     run.mkdir(parents=True, exist_ok=True)
     if not resume:
@@ -273,19 +283,19 @@ def run_mode(config: dict[str, Any]) -> dict[str, Any]:
 def calibrate_intervals(
     model: SequenceModel, data: SeriesSet, transforms: dict[str, Transform], spec: ForecastSpec, config: dict
 ) -> dict[str, list[list[float]]]:
-    """Empirical interval half-widths per series and horizon step from validation residuals.
+    """Interval bounds relative to the forecast, per series and horizon step, from validation residuals.
 
-    Every step of the validation part is an origin; the (1 - coverage)/2 and (1 + coverage)/2
-    quantiles of actual minus forecast, per step ahead, bound the interval (split conformal style).
+    Every step of the validation part is an origin; the `coverage` quantile of the absolute error
+    per step ahead is the half-width (split conformal prediction with absolute-residual scores).
     """
     out = {}
-    q = [(1 - spec.interval) / 2, (1 + spec.interval) / 2]
     for s in data:
         val_start, test_start = spec.splits(s, config["train"]["window"])
         origins = np.arange(val_start, test_start - spec.horizon + 1)
         pred = origin_forecasts(model, s, transforms[s.id], spec, origins, **run_mode(config))
         resid = _actuals(s, origins, spec.horizon) - pred
-        out[s.id] = np.nan_to_num(np.nanquantile(resid, q, axis=0)).T.tolist()
+        half = np.nan_to_num(np.nanquantile(np.abs(resid), spec.interval, axis=0))
+        out[s.id] = np.stack([-half, half], axis=1).tolist()
     return out
 
 

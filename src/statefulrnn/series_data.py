@@ -309,7 +309,7 @@ def _build(
             col = f"target '{target}'" if np.isnan(v[i]) else f"feature '{names[int(np.isnan(x[i]).argmax())]}'"
             raise ValueError(
                 f"{where}: row {rows[i]} ({_ts(t[i])}): missing value in {col} ({missing.sum()} rows with missing "
-                "values in all); fill them in, or pass fill='ffill' or fill='interpolate'"
+                "values in all); fill them in, or pass --fill ffill|interpolate (fill= in Python)"
             )
         v = _fill(v[:, None], fill)[:, 0]
         x = None if x is None else _fill(x, fill)
@@ -338,7 +338,7 @@ def _ordered(
         i = back[0]
         raise ValueError(
             f"{where}: timestamps not sorted: row {rows[i + 1]} ({_ts(t[i + 1])}) comes after row {rows[i]} "
-            f"({_ts(t[i])}); sort the file by {', '.join(sort_key)}, or pass sort=True (--sort)"
+            f"({_ts(t[i])}); sort the file by {', '.join(sort_key)}, or pass --sort (sort=True in Python)"
         )
     if back.size:
         order = np.argsort(t, kind="stable")
@@ -389,8 +389,8 @@ def _on_grid(
         hint = " (market holidays? freq=None takes the rows as consecutive trading days)" if freq == "B" else ""
         raise ValueError(
             f"{where}: {gap.sum()} missing timestamp(s) at frequency '{freq}', the first {_ts(first)} "
-            f"(between rows {rows[after - 1]} and {rows[after]}); add the rows, or pass fill='ffill' or "
-            f"fill='interpolate' to insert them{hint}"
+            f"(between rows {rows[after - 1]} and {rows[after]}); add the rows, or pass --fill ffill|interpolate "
+            f"(fill= in Python) to insert them{hint}"
         )
     full_v = np.full(len(grid), np.nan)
     full_v[pos] = v

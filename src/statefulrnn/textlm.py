@@ -76,7 +76,7 @@ def train_text(
     settings = {
         "task": "text",
         "data": {
-            "source": str(source),
+            "source": str(Path(source).resolve()),
             "level": train.vocab.level,
             "val": None if val is None else str(val),
             "val_fraction": val_fraction,

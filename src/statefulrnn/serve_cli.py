@@ -1,0 +1,102 @@
+"""The `statefulrnn serve` command: argument parsing only; the service is `server.create_app`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def add_serve_command(commands: argparse._SubParsersAction) -> None:
+    """Register `statefulrnn serve RUN [--store URL] [--host H --port P --workers N] ...`."""
+    from .cli import _formatter
+
+    p = commands.add_parser(
+        "serve",
+        help="serve a run over HTTP: one carried state per live stream, exactly once, durable",
+        description="Serve a text or series run with FastAPI and uvicorn. Each stream (a sensor, a user, a chat) "
+        'keeps its own recurrent state in the store; POST /v1/streams/ID/step with {"seq": n, "inputs": [...]} '
+        "advances it exactly once per seq. Requests for different streams are micro-batched into one model call. "
+        "The API is described at /docs.",
+        formatter_class=_formatter,
+    )
+    p.add_argument("run_dir", type=Path, help="run directory of a text or series run")
+    p.add_argument(
+        "--store",
+        default=None,
+        help="memory | sqlite:///PATH (four slashes for an absolute path) | redis://HOST:PORT/DB[?ttl=SECONDS] "
+        "(default: sqlite:///RUN/streams.db)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 for all)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port")
+    p.add_argument("--workers", type=int, default=1, help="server processes (they share streams through the store)")
+    p.add_argument(
+        "--token-file",
+        type=Path,
+        default=None,
+        help="require 'Authorization: Bearer TOKEN' (TOKEN read from this file)",
+    )
+    p.add_argument(
+        "--max-batch", type=int, default=64, help="most step requests in one fused model call (1: no batching)"
+    )
+    p.add_argument("--max-wait-ms", type=float, default=2.0, help="longest wait for more requests to fill a batch")
+    p.add_argument("--max-body", type=int, default=1 << 20, help="largest request body in bytes")
+    p.add_argument("--max-steps", type=int, default=4096, help="most time steps in one step request")
+    p.add_argument("--threads", type=int, default=1, help="PyTorch threads per worker")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
+    p.set_defaults(run=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from .server import ENV_CONFIG, create_app, read_token
+    except ImportError as e:
+        raise ValueError(
+            f"serving needs the serve extra ({e.name} is missing): pip install 'statefulrnn[serve]'"
+        ) from None
+    import torch
+
+    if args.workers < 1 or args.threads < 1:
+        raise ValueError("--workers and --threads must be at least 1")
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"--port {args.port} is not a TCP port")
+    store = args.store or f"sqlite:///{args.run_dir / 'streams.db'}"
+    if args.workers > 1 and store.startswith("memory"):
+        raise ValueError("several workers cannot share a memory store: use sqlite:///PATH or redis://HOST:PORT/DB")
+    torch.set_num_threads(args.threads)
+    options = {
+        "max_batch": args.max_batch,
+        "max_wait_ms": args.max_wait_ms,
+        "max_body": args.max_body,
+        "max_steps": args.max_steps,
+        "device": args.device,
+    }
+    token = None if args.token_file is None else read_token(args.token_file)
+    app = create_app(args.run_dir, store, token=token, **options)
+    where = f"http://{args.host}:{args.port}"
+    print(
+        f"statefulrnn: serving {args.run_dir} ({app.state.predictor.task} run) on {where} with store {store}, "
+        f"{args.workers} worker(s); API docs at {where}/docs",
+        file=sys.stderr,
+        flush=True,
+    )
+    if args.workers == 1:
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+        return 0
+    app.state.predictor.store.close()
+    config = {"run": str(args.run_dir), "store": store, "token_file": args.token_file and str(args.token_file)}
+    os.environ[ENV_CONFIG] = json.dumps({**config, **options, "threads": args.threads})
+    uvicorn.run(
+        "statefulrnn.server:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+    )
+    return 0
