@@ -145,7 +145,7 @@ def test_gap_names_series_timestamp_and_rows(tmp_path):
     del rows[6]  # b loses 2020-01-03
     message = error(tmp_path, lines("id,timestamp,value", rows))
     assert "series 'b'" in message and "2020-01-03" in message and "between rows 6 and 7" in message
-    assert "fill='ffill'" in message
+    assert "--fill ffill|interpolate" in message
 
 
 def test_missing_value_names_row_and_timestamp(tmp_path):

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from statefulrnn import text as textmod
+from statefulrnn import vocab as vocabmod
 from statefulrnn.layout import ConcatLayout, Sequences
 from statefulrnn.text import (
     EOS,
@@ -386,7 +387,7 @@ def test_streaming_in_small_chunks_gives_the_same_ids(tmp_path, monkeypatch):
         assert got == expected and len(ref_train) == int(len(expected) * 0.7)
         for chunk in (1, 3, 7):
             monkeypatch.setattr(textmod, "_CHUNK_BYTES", chunk)
-            monkeypatch.setattr(textmod, "_CHUNK_CHARS", chunk)
+            monkeypatch.setattr(vocabmod, "_CHUNK_CHARS", chunk)
             out = tmp_path / f"{level}{chunk}"
             prepare_text([src], out, level=level, val_fraction=0.3)
             for split, ref in (("train", ref_train), ("val", ref_val)):

@@ -328,8 +328,8 @@ def create_app(
 
     `store` is a `StateStore` or URL (default: in memory); `token` requires `Authorization: Bearer TOKEN`
     on everything but /healthz and the docs; `max_batch` and `max_wait_ms` bound micro-batching
-    (`max_batch=1` turns it off); `max_body` (bytes), `max_steps` (per step request) and `max_generate`
-    (tokens) bound the work one request can ask for.
+    (`max_batch=1` turns it off); `max_body` (bytes), `max_steps` (steps per step request, prompt
+    characters, history values) and `max_generate` (tokens) bound the work one request can ask for.
     """
     for name, value in (("max_batch", max_batch), ("max_body", max_body), ("max_steps", max_steps)):
         if value < 1:
@@ -465,6 +465,10 @@ def create_app(
             """Sample `n` tokens after `prompt` (the prompt warms a fresh state in one call)."""
             if body.n > max_generate:
                 return _error(413, f"n={body.n} tokens; the limit is {max_generate}")
+            if len(body.prompt) > max_steps:
+                return _error(413, f"the prompt has {len(body.prompt)} characters; the limit is {max_steps}")
+            if 0 < body.temperature < 1e-3:
+                return _error(422, "temperature must be 0 (greedy) or at least 0.001")
             options = body.model_dump(exclude={"prompt", "n"})
             try:
                 text = await off_loop(lambda: predictor.generate(body.prompt, body.n, **options))
@@ -477,8 +481,8 @@ def create_app(
         @app.post("/v1/forecast", response_model=ForecastResponse, responses=errors, tags=["series"])
         async def forecast(body: ForecastBody) -> Any:
             """Forecast the values after a history (raw values), warming a scratch state in one call."""
-            if len(body.history) > max_steps * 16:
-                return _error(413, f"{len(body.history)} history steps; the limit is {max_steps * 16}")
+            if len(body.history) > max_steps:
+                return _error(413, f"{len(body.history)} history steps; the limit is {max_steps}")
             try:
                 out = await off_loop(
                     lambda: predictor.forecast(

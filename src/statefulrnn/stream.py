@@ -25,7 +25,7 @@ import json
 import math
 import struct
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -129,7 +129,6 @@ class _Lane:
     inputs: np.ndarray
     finish: Callable[[np.ndarray], tuple[np.ndarray, str]]
     record: StreamRecord
-    steps: int = field(default=0)
 
 
 class StreamingPredictor:
@@ -356,7 +355,8 @@ class StreamingPredictor:
             except ValueError as e:
                 results[i] = e
                 continue
-            outputs = outputs.astype(np.float32)
+            with np.errstate(over="ignore"):
+                outputs = outputs.astype(np.float32)
             steps = (0 if req.fresh else lane.record.steps) + len(req.inputs)
             record = lane.record.successor(
                 seq=lane.record.seq + 1,
@@ -421,22 +421,16 @@ class StreamingPredictor:
 
     def _prepare_series(self, req: StepRequest, record: StreamRecord, state: State, context: dict) -> _Lane:
         name, transform = self._transform_for(req, context)
-        spec, raw = self.spec, req.inputs
+        raw = req.inputs
         offset = transform.offset
         tail = np.asarray(context.get("tail", []), dtype=np.float64)
         position = int(context.get("position", req.position or 0))
         values = np.concatenate([tail, raw[:, 0]])
-        m = len(raw) - max(0, offset - len(tail))
-        m = max(m, 0)
-        columns = [transform.transform(values)[len(values) - offset - m :, None]] if m else []
-        if m and len(spec.features):
-            columns.append(
-                transform.transform_features(np.vstack([np.zeros((offset, raw.shape[1] - 1)), raw[-m:, 1:]]))
-            )
-        if m and spec.phase and spec.season > 1:
-            angle = 2 * np.pi * np.mod(position + np.arange(len(raw) - m, len(raw)), spec.season) / spec.season
-            columns.append(np.column_stack([np.sin(angle), np.cos(angle)]))
-        inputs = np.concatenate(columns, axis=1).astype(np.float32) if m else np.empty((0, self.model.n_features))
+        m = max(0, len(raw) - max(0, offset - len(tail)))
+        inputs = np.empty((0, self.model.n_features), np.float32)
+        if m:
+            with np.errstate(over="ignore", invalid="ignore"):
+                inputs = self._series_features(transform, values, raw, m, position)
         if not np.isfinite(inputs).all():
             raise ValueError("inputs are too large for the model once transformed (they overflow float32)")
         context = {
@@ -455,6 +449,20 @@ class StreamingPredictor:
             return out, json.dumps(context)
 
         return _Lane(state, inputs, finish, record)
+
+    def _series_features(
+        self, transform: Any, values: np.ndarray, raw: np.ndarray, m: int, position: int
+    ) -> np.ndarray:
+        """Model inputs of the last `m` raw steps: transformed value, scaled features, phase (as in training)."""
+        spec, offset = self.spec, transform.offset
+        columns = [transform.transform(values)[len(values) - offset - m :, None]]
+        if len(spec.features):
+            padded = np.vstack([np.zeros((offset, raw.shape[1] - 1)), raw[-m:, 1:]])  # features are not differenced
+            columns.append(transform.transform_features(padded))
+        if spec.phase and spec.season > 1:
+            angle = 2 * np.pi * np.mod(position + np.arange(len(raw) - m, len(raw)), spec.season) / spec.season
+            columns.append(np.column_stack([np.sin(angle), np.cos(angle)]))
+        return np.concatenate(columns, axis=1).astype(np.float32)
 
     # --- whole streams -----------------------------------------------------------------------------
     def info(self, stream_id: str) -> StreamInfo | None:

@@ -94,7 +94,8 @@ class RedisStore(StateStore):
         return bool(self._redis.delete(self._key(stream_id)))
 
     def count(self) -> int:
-        return sum(1 for _ in self._redis.scan_iter(match=self._key("*"), count=1000))
+        pattern = "".join("\\" + c if c in "*?[]\\" else c for c in self._key("")) + "*"
+        return sum(1 for _ in self._redis.scan_iter(match=pattern, count=1000))
 
     def ping(self) -> None:
         self._redis.ping()
