@@ -26,6 +26,10 @@ test: $(STAMP) lint
 
 bench: $(STAMP)
 	$(BIN)/python bench/forward_backward.py
+	$(BIN)/python bench/train_throughput.py
+
+study: $(STAMP)
+	$(BIN)/statefulrnn study --out runs/study
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache .hypothesis

@@ -46,6 +46,12 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", type=int, default=4096, help="most time steps in one step request")
     p.add_argument("--threads", type=int, default=1, help="PyTorch threads per worker")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    p.add_argument(
+        "--engine",
+        choices=("torch", "onnx", "auto"),
+        default="auto",
+        help="what steps the model: auto = ONNX Runtime on CPU when installed (statefulrnn[onnx]), else PyTorch",
+    )
     p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(run=_run_serve)
 
@@ -75,6 +81,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         "max_body": args.max_body,
         "max_steps": args.max_steps,
         "device": args.device,
+        "engine": args.engine,
     }
     token = None if args.token_file is None else read_token(args.token_file)
     app = create_app(args.run_dir, store, token=token, **options)

@@ -323,6 +323,7 @@ def create_app(
     max_steps: int = 4096,
     max_generate: int = 2000,
     device: str = "cpu",
+    engine: str = "torch",
 ) -> FastAPI:
     """The FastAPI app serving the streams of `run` (a run directory or a ready `StreamingPredictor`).
 
@@ -338,7 +339,9 @@ def create_app(
         raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
     if token is not None and not token:
         raise ValueError("the bearer token is empty")
-    predictor = run if isinstance(run, StreamingPredictor) else StreamingPredictor(run, store, device=device)
+    if not isinstance(run, StreamingPredictor):
+        run = StreamingPredictor(run, store, device=device, engine=engine)
+    predictor = run
     metrics = _Metrics(predictor.store)
     batcher = _Batcher(predictor.apply, max_batch, max_wait_ms / 1000, metrics)
     locks = _StreamLocks()

@@ -27,41 +27,19 @@ import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
 from . import checkpoint as ckpt
-from .model import SequenceModel
+from .engines import Engine, select_engine
+from .engines.torch import TorchEngine  # noqa: F401  (re-exported: the default engine)
 from .state import State
 from .stores import StateStore, StreamRecord, open_store
 
 _SNAPSHOT = b"SRNNSNAP"
 _SNAPSHOT_HEADER = struct.Struct("<8sI")
-
-
-class Engine(Protocol):
-    """The one place that knows which runtime steps the model (PyTorch today, ONNX Runtime later)."""
-
-    def step(self, states: State, inputs: torch.Tensor) -> tuple[torch.Tensor, State]:
-        """Run (lanes, T) token ids or (lanes, T, F) features from `states`: (lanes, T, outputs), new states."""
-        ...
-
-
-class TorchEngine:
-    """Steps a `SequenceModel` in inference mode on its own device."""
-
-    def __init__(self, model: SequenceModel) -> None:
-        self.model = model.eval()
-        p = next(model.parameters())
-        self.device, self.dtype = p.device, p.dtype
-
-    @torch.no_grad()
-    def step(self, states: State, inputs: torch.Tensor) -> tuple[torch.Tensor, State]:
-        x = inputs.to(self.device) if inputs.dtype == torch.long else inputs.to(self.device, self.dtype)
-        outputs, new = self.model(x, states.to(self.device, self.dtype))
-        return outputs.float().cpu(), new.to("cpu")
 
 
 @dataclass
@@ -138,7 +116,7 @@ class StreamingPredictor:
         run: run directory.
         store: a `StateStore` or store URL; default: an in-memory store.
         device: where the model runs.
-        engine: replaces the PyTorch engine (same `step` interface).
+        engine: "torch", "onnx" or "auto" (see `engines.select_engine`), or a ready `Engine`.
         max_rounds: how often a request is re-planned when other writers move its stream.
     """
 
@@ -148,7 +126,7 @@ class StreamingPredictor:
         store: StateStore | str | None = None,
         *,
         device: str = "cpu",
-        engine: Engine | None = None,
+        engine: Engine | str = "torch",
         max_rounds: int = 16,
     ) -> None:
         self.run = Path(run)
@@ -169,7 +147,7 @@ class StreamingPredictor:
         else:
             raise ValueError(f"{self.run} is a {self.task!r} run; only text and series runs can be served")
         self.model = model
-        self.engine: Engine = engine or TorchEngine(model)
+        self.engine: Engine = select_engine(engine, model, device) if isinstance(engine, str) else engine
         self.n_outputs = int(model.n_outputs)
         self.max_rounds = max_rounds
         self._zero = State.zeros(model.cell, model.num_layers, 1, model.hidden_size)

@@ -1,0 +1,197 @@
+"""Streaming step latency of the engines: one stream at a time, and many streams stepped together.
+
+Model: the benchmark model (vocab 65, embedding 64, 2-layer LSTM 256, linear head), random weights.
+Contenders, interleaved in a fresh random order in every repeat so that machine drift hits them alike:
+
+    torch+onednn   TorchEngine with oneDNN's RNN kernel forced on (PyTorch's CPU default)
+    torch-onednn   TorchEngine with oneDNN forced off
+    torch          TorchEngine with its own per-call choice (engines.torch.use_onednn)
+    onnx           OnnxEngine (ONNX Runtime, CPU provider) on the exported step model
+    onnx-raw       the same ONNX Runtime session called directly with numpy state, no engine around it
+
+Single stream: batch 1, one token per call, the state carried from call to call; p50/p99 per call.
+Many streams: 1,024 lanes stepped one token together; stream-steps/s. `--grid` also times oneDNN on/off
+over lanes x steps per call, the measurement behind `use_onednn`.
+
+    python bench/step_latency.py                     # about a minute on 2 cores (3-4 with --grid)
+    python bench/step_latency.py --grid --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+try:
+    from statefulrnn import SequenceModel
+except ImportError:  # running from a source checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    from statefulrnn import SequenceModel
+from statefulrnn.engines.onnx import OnnxEngine
+from statefulrnn.engines.torch import TorchEngine
+from statefulrnn.export import model_to_onnx
+
+VOCAB, EMBEDDING, HIDDEN, LAYERS = 65, 64, 256, 2
+
+
+class RawOnnx:
+    """ONNX Runtime called directly: numpy state in and out, the floor for any engine."""
+
+    name = "onnx-raw"
+
+    def __init__(self, session) -> None:
+        self.session = session
+
+    def initial_state(self, lanes: int) -> tuple[np.ndarray, np.ndarray]:
+        zeros = np.zeros((LAYERS, lanes, HIDDEN), np.float32)
+        return zeros, zeros.copy()
+
+    def step(self, state: tuple[np.ndarray, np.ndarray], x: np.ndarray) -> tuple[np.ndarray, tuple]:
+        y, h, c = self.session.run(None, {"inputs": x, "h": state[0], "c": state[1]})
+        return y, (h, c)
+
+
+def contenders(model: SequenceModel, threads: int) -> dict:
+    onnx = OnnxEngine(model_to_onnx(model), (model.cell, LAYERS, HIDDEN), threads=threads)
+    return {
+        "torch+onednn": TorchEngine(model, onednn=True),
+        "torch-onednn": TorchEngine(model, onednn=False),
+        "torch": TorchEngine(model),
+        "onnx": onnx,
+        "onnx-raw": RawOnnx(onnx.session),
+    }
+
+
+def inputs_for(engine, lanes: int, steps: int, rng: np.random.Generator):
+    x = rng.integers(0, VOCAB, (lanes, steps), dtype=np.int64)
+    return x if isinstance(engine, RawOnnx) else torch.from_numpy(x)
+
+
+def time_calls(engine, lanes: int, steps: int, calls: int, rng: np.random.Generator) -> list[float]:
+    """Seconds per call over `calls` calls, the state carried from each call to the next."""
+    state = engine.initial_state(lanes)
+    xs = [inputs_for(engine, lanes, steps, rng) for _ in range(8)]
+    out = []
+    for i in range(calls):
+        t = time.perf_counter()
+        _, state = engine.step(state, xs[i % 8])
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+def single_stream(engines: dict, repeats: int, calls: int, rng: np.random.Generator) -> dict:
+    samples: dict[str, list[float]] = {name: [] for name in engines}
+    for e in engines.values():
+        time_calls(e, 1, 1, 50, rng)
+    for _ in range(repeats):
+        for name in random.sample(list(engines), len(engines)):
+            samples[name] += time_calls(engines[name], 1, 1, calls, rng)
+    return {
+        name: {"p50_us": pct(s, 50) * 1e6, "p99_us": pct(s, 99) * 1e6, "calls": len(s)} for name, s in samples.items()
+    }
+
+
+def many_streams(engines: dict, lanes: int, repeats: int, calls: int, rng: np.random.Generator) -> dict:
+    rates: dict[str, list[float]] = {name: [] for name in engines}
+    for e in engines.values():
+        time_calls(e, lanes, 1, 3, rng)
+    for _ in range(repeats):
+        for name in random.sample(list(engines), len(engines)):
+            rates[name].append(lanes / statistics.median(time_calls(engines[name], lanes, 1, calls, rng)))
+    return {
+        name: {"median": statistics.median(r), "min": min(r), "max": max(r), "repeats": len(r)}
+        for name, r in rates.items()
+    }
+
+
+def onednn_grid(model: SequenceModel, repeats: int, rng: np.random.Generator) -> list[dict]:
+    """Median seconds per call with oneDNN on and off, per (lanes, steps): the crossover `use_onednn` encodes."""
+    rows = []
+    for lanes in (1, 16, 64, 256, 1024):
+        for steps in (1, 4, 16, 64):
+            if lanes * steps > 16384:
+                continue
+            calls = max(3, min(40, 1500 // (lanes * steps)))
+            times: dict[bool, list[float]] = {True: [], False: []}
+            for _ in range(repeats):
+                for flag in random.sample([True, False], 2):
+                    e = TorchEngine(model, onednn=flag)
+                    time_calls(e, lanes, steps, 2, rng)
+                    times[flag].append(statistics.median(time_calls(e, lanes, steps, calls, rng)))
+            on, off = statistics.median(times[True]), statistics.median(times[False])
+            rows.append(
+                {"lanes": lanes, "steps": steps, "on_us": on * 1e6, "off_us": off * 1e6, "off_over_on": off / on}
+            )
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime threads (serve's default: 1)")
+    p.add_argument("--repeats", type=int, default=10, help="interleaved repeats per measurement")
+    p.add_argument("--calls", type=int, default=200, help="single-stream calls per contender per repeat")
+    p.add_argument("--lanes", type=int, default=1024, help="streams stepped together")
+    p.add_argument("--lane-calls", type=int, default=10, help="many-stream calls per contender per repeat")
+    p.add_argument("--grid", action="store_true", help="also time oneDNN on/off over lanes x steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, default=None, help="write every number as JSON here")
+    args = p.parse_args()
+
+    torch.set_num_threads(args.threads)
+    random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    model = SequenceModel("lstm", vocab_size=VOCAB, embedding_dim=EMBEDDING, hidden_size=HIDDEN, num_layers=LAYERS)
+    engines = contenders(model.eval(), args.threads)
+    import onnxruntime
+
+    result = {
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__,
+        },
+        "threads": args.threads,
+        "model": model.config,
+        "single_stream": single_stream(engines, args.repeats, args.calls, rng),
+        "many_streams": {"lanes": args.lanes, **many_streams(engines, args.lanes, args.repeats, args.lane_calls, rng)},
+    }
+    print(f"threads {args.threads}, torch {torch.__version__}, onnxruntime {onnxruntime.__version__}")
+    print(f"\nsingle stream, batch 1, 1 step per call, state carried ({args.repeats} x {args.calls} calls each)")
+    raw = result["single_stream"]["onnx-raw"]["p50_us"]
+    for name, r in result["single_stream"].items():
+        print(
+            f"  {name:<14} p50 {r['p50_us']:8.0f} µs   p99 {r['p99_us']:8.0f} µs"
+            f"   p50 / onnx-raw {r['p50_us'] / raw:5.2f}"
+        )
+    print(f"\n{args.lanes} streams stepped together, 1 step per call ({args.repeats} repeats)")
+    for name, r in result["many_streams"].items():
+        if name != "lanes":
+            print(f"  {name:<14} {r['median']:10,.0f} stream-steps/s  ({r['min']:,.0f}..{r['max']:,.0f})")
+    if args.grid:
+        result["onednn_grid"] = onednn_grid(model, max(3, args.repeats // 2), rng)
+        print("\noneDNN off / on time per call (< 1: off is faster)")
+        for row in result["onednn_grid"]:
+            print(
+                f"  lanes {row['lanes']:5d} steps {row['steps']:3d}: on {row['on_us']:9.0f} µs"
+                f"  off {row['off_us']:9.0f} µs  off/on {row['off_over_on']:5.2f}"
+            )
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
