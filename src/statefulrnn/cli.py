@@ -9,6 +9,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
+from .export_cli import add_export_command, add_import_keras_command
+from .serve_cli import add_serve_command
+from .study_cli import add_study_command
 
 # Errors a user can fix: printed as one line, exit status 2. Anything else is a bug in statefulrnn.
 USER_ERRORS = (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, UnicodeError)
@@ -138,6 +141,12 @@ def _add_training_options(
     g.add_argument("--log-every", type=int, default=20, help="steps between metrics-log lines")
     g.add_argument("--seed", type=int, default=0, help="seed for weights, dropout and shuffling")
     g.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
+    g.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="data-parallel processes on this machine (lanes are shared out; relaunches under torchrun)",
+    )
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     g.add_argument("--json", action="store_true", help="print the final summary as JSON on stdout")
     g.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
@@ -174,11 +183,22 @@ def _explicit(argv_flags: set[str], args: argparse.Namespace) -> dict:
     return {attr: getattr(args, attr) for flag, attr in names.items() if flag in argv_flags}
 
 
+def _relaunch(args: argparse.Namespace) -> int | None:
+    """With --nproc N > 1 outside torchrun: run this command as N processes under torchrun, its exit status."""
+    if args.nproc < 1:
+        raise ValueError(f"--nproc must be at least 1, got {args.nproc}")
+    from .distributed import launch, launched
+
+    return launch(args.nproc, args.argv) if args.nproc > 1 and not launched() else None
+
+
 def _emit(summary: dict, as_json: bool, lines: list[str]) -> None:
     import json
 
     from .checkpoint import jsonable
 
+    if os.environ.get("RANK", "0") != "0":  # a non-zero rank of a distributed run: rank 0 reports
+        return
     if as_json:
         print(json.dumps(jsonable(summary), indent=2, default=str, allow_nan=False))
     else:
@@ -321,6 +341,8 @@ def _read_options(args: argparse.Namespace) -> dict:
 def _run_train_series(args: argparse.Namespace) -> int:
     from .forecast import ForecastSpec, train_series
 
+    if (status := _relaunch(args)) is not None:
+        return status
     spec = None
     if not args.resume:
         if args.horizon is None:
@@ -349,6 +371,8 @@ def _run_train_series(args: argparse.Namespace) -> int:
         overrides=_explicit(args.given, args) if args.resume else None,
         progress=not args.quiet,
     )
+    if "backtest" not in summary:  # a non-zero rank of a distributed run: rank 0 reports
+        return 0
     lines = [
         f"run: {summary['run']} ({summary['stopped']}, {summary['epochs']} epoch(s), {summary['steps']} steps, "
         f"{summary['elapsed_s']:.0f} s, {summary['tokens_per_s']:,.0f} steps/s)",
@@ -377,6 +401,8 @@ def _backtest_text(report: dict) -> str:
 def _run_train_text(args: argparse.Namespace) -> int:
     from .textlm import train_text
 
+    if (status := _relaunch(args)) is not None:
+        return status
     summary = train_text(
         args.source,
         args.out,
@@ -594,8 +620,12 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_eval_command,
     _add_generate_command,
     _add_forecast_command,
+    add_serve_command,
     _add_layout_command,
     _add_demo_command,
+    add_export_command,
+    add_import_keras_command,
+    add_study_command,
 ]
 
 
@@ -605,6 +635,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.given = {a.split("=")[0] for a in argv if a.startswith("--")}
+    args.argv = argv
     if not getattr(args, "run", None):
         parser.print_help()
         return 0
@@ -628,6 +659,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # a bug: still one line, with the way to see more
         if debug:
             raise
+        distributed = sys.modules.get(f"{__package__}.distributed")
+        if distributed is not None and isinstance(e, distributed.DistributedError):
+            print(f"statefulrnn: error: {_one_line(e)}", file=sys.stderr)
+            return 1
         print(
             f"statefulrnn: internal error: {type(e).__name__}: {_one_line(e)} (rerun with --debug for the traceback)",
             file=sys.stderr,

@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from . import checkpoint as ckpt
+from .distributed import init_distributed
 from .layout import Sequences
 from .metrics import naive_forecast, score, seasonal_naive_forecast
 from .model import SequenceModel
@@ -196,7 +197,8 @@ def train_series(
 
     `read` holds `read_series` options (id_col, time_col, target, fill, freq). With `resume=True`,
     continues `run` from its checkpoint with its saved settings (only `overrides` of epochs,
-    max_time, max_tokens and patience may change them).
+    max_time, max_tokens and patience may change them). Started by torchrun as one of several
+    processes, trains data-parallel (see `distributed.py`); only rank 0 backtests and returns the report.
     """
     run = Path(run)
     if resume:
@@ -230,6 +232,8 @@ def train_series(
         val_parts.append(_masked(inputs, targets, t.offset, val_start, test_start, test_start))
     train, val = _stack(train_parts), _stack(val_parts)
     device_ = resolve_device(device)
+    dist = init_distributed(device_)
+    device_ = dist.device if dist is not None else device_
     seed_everything(config.seed)
     args = {**SERIES_MODEL, **(model_args or {})}
     args.update(n_features=n_inputs(spec), n_outputs=spec.horizon)
@@ -259,12 +263,23 @@ def train_series(
         },
     }
     run.mkdir(parents=True, exist_ok=True)
-    if not resume:
+    if not resume and (dist is None or dist.is_main):
         ckpt.atomic_write(run / TRANSFORMS, transforms_to_json(transforms).encode())
     trainer = Trainer(
-        model, Regression(), layout, val_layout, config, run, device=device_, settings=settings, progress=progress
+        model,
+        Regression(),
+        layout,
+        val_layout,
+        config,
+        run,
+        device=device_,
+        settings=settings,
+        progress=progress,
+        dist=dist,
     )
     summary = trainer.fit(resume=resume)
+    if dist is not None and not dist.is_main:
+        return summary
     model, saved = ckpt.load_model(run, device_)
     intervals = calibrate_intervals(model, data, transforms, spec, saved) if spec.interval else {}
     ckpt.write_json(run / INTERVALS, {"coverage": spec.interval, "series": intervals})

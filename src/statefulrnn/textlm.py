@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from . import checkpoint as ckpt
+from .distributed import init_distributed
 from .model import SequenceModel
 from .objectives import NextToken
 from .text import Vocab, text_corpus
@@ -38,6 +39,8 @@ def train_text(
 
     With `resume=True`, continues `run` from its training checkpoint; its saved settings are used
     (only `overrides` of epochs, max_time, max_tokens and patience may change them).
+
+    Started by torchrun as one of several processes, trains data-parallel (see `distributed.py`).
     """
     run = Path(run)
     vocab = None
@@ -66,6 +69,8 @@ def train_text(
         source, level=level, val=val, val_fraction=val_fraction, replace_invalid=replace_invalid, vocab=vocab
     )
     device_ = resolve_device(device)
+    dist = init_distributed(device_)
+    device_ = dist.device if dist is not None else device_
     seed_everything(config.seed)
     args = {k: v for k, v in (model_args or {}).items() if k not in ("vocab_size", "n_features")}
     model = SequenceModel(vocab_size=len(train.vocab), **args)
@@ -86,7 +91,7 @@ def train_text(
             "val_unknown": None if valid is None else valid.n_unknown,
         },
     }
-    if not resume:
+    if not resume and (dist is None or dist.is_main):
         run.mkdir(parents=True, exist_ok=True)
         train.vocab.save(run / VOCAB)
     trainer = Trainer(
@@ -99,6 +104,7 @@ def train_text(
         device=device_,
         settings=settings,
         progress=progress,
+        dist=dist,
     )
     summary = trainer.fit(resume=resume)
     summary["layout"] = train_layout.summary()

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from . import checkpoint as ckpt
+from .distributed import Distributed
 from .layout import Batch, ConcatLayout, Layout, PackLayout, Sequences, StatelessLayout
 from .model import SequenceModel
 from .objectives import Objective
@@ -176,9 +177,16 @@ def to_tensors(batch: Batch, device: torch.device, dtype: torch.dtype = torch.fl
 
 
 @torch.no_grad()
-def evaluate(model: SequenceModel, layout: Layout, objective: Objective, device: torch.device | None = None) -> dict:
+def evaluate(
+    model: SequenceModel,
+    layout: Layout,
+    objective: Objective,
+    device: torch.device | None = None,
+    dist: Distributed | None = None,
+) -> dict:
     """Evaluation on its own state: a stateful layout's lanes carry it across windows, a stateless
-    layout's windows each start from zero (warmed on their context, if any), as in training."""
+    layout's windows each start from zero (warmed on their context, if any), as in training.
+    With `dist`, each rank evaluates its block of lanes and the sums are added over ranks."""
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -186,7 +194,7 @@ def evaluate(model: SequenceModel, layout: Layout, objective: Objective, device:
     state: State | None = None
     try:
         for batch in layout.batches():
-            t = to_tensors(batch, device, next(model.parameters()).dtype)
+            t = to_tensors(batch if dist is None else dist.shard(batch), device, next(model.parameters()).dtype)
             if not layout.stateful:
                 state = model(t["context"], None, t["context_resets"])[1] if "context" in t else None
             out, state = model(t["inputs"], state, t.get("resets"))
@@ -194,11 +202,15 @@ def evaluate(model: SequenceModel, layout: Layout, objective: Objective, device:
                 totals[k] = totals.get(k, 0.0) + float(v)
     finally:
         model.train(was_training)
-    return objective.report(totals)
+    return objective.report(totals if dist is None else dist.sum_totals(totals))
 
 
 class Trainer:
-    """Fits a `SequenceModel` on a training layout, evaluating, logging and checkpointing into `run`."""
+    """Fits a `SequenceModel` on a training layout, evaluating, logging and checkpointing into `run`.
+
+    With `dist` (see `distributed.py`), this process trains its block of the layout's lanes under DDP;
+    only rank 0 logs, shows progress and writes files.
+    """
 
     def __init__(
         self,
@@ -212,16 +224,22 @@ class Trainer:
         device: torch.device | None = None,
         settings: dict[str, Any] | None = None,
         progress: bool = True,
+        dist: Distributed | None = None,
     ) -> None:
         self.config = config or TrainConfig()
         self.device = device or next(model.parameters()).device
         self.model = model.to(self.device)
+        self.dist = dist
+        self.main = dist is None or dist.is_main
+        if dist is not None:
+            dist.check_lanes(train.lanes)
+        self.net = self.model if dist is None else dist.wrap(self.model)
         self.objective = objective
         self.train_layout = train
         self.val_layout = val
         self.run = Path(run) if run is not None else None
         self.settings = settings or {}
-        self.progress = progress
+        self.progress = progress and self.main
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
         self.total_steps = self.config.epochs * len(train)
         self.cursor = {"epoch": 0, "batch": 0, "step": 0, "tokens": 0, "elapsed": 0.0}
@@ -245,19 +263,29 @@ class Trainer:
 
     # --- one step ------------------------------------------------------------------------------
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """Forward, backward and update on one batch; carries the detached state in stateful mode."""
+        """Forward, backward and update on one batch; carries the detached state in stateful mode.
+        Returns the objective sums (of all ranks, in a distributed run)."""
+        if self.dist is not None:
+            batch = self.dist.shard(batch)
+            if getattr(self.model, "dropout", 0):
+                self.dist.seed_step(self.config.seed, self.cursor["step"])
         t = to_tensors(batch, self.device, next(self.model.parameters()).dtype)
         if self.train_layout.stateful:
-            out, state = self.model(t["inputs"], self.state, t.get("resets"))
+            out, state = self.net(t["inputs"], self.state, t.get("resets"))
             self.state = state.detach()
         else:
             start = None
             if "context" in t:
                 with torch.no_grad():
                     _, start = self.model(t["context"], None, t["context_resets"])
-            out, _ = self.model(t["inputs"], start, t.get("resets"))
+            out, _ = self.net(t["inputs"], start, t.get("resets"))
         sums = self.objective.sums(out, t["targets"], t["mask"])
-        loss = sums["loss"] / sums["count"].clamp_min(1.0)
+        if self.dist is None:
+            loss = sums["loss"] / sums["count"].clamp_min(1.0)
+            totals = {k: v.detach() for k, v in sums.items()}
+        else:
+            totals = self.dist.all_reduce_sums(sums)
+            loss = self.dist.local_loss(sums["loss"], totals["count"])
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(self.cursor["step"])
         self.optimizer.zero_grad(set_to_none=True)
@@ -265,7 +293,7 @@ class Trainer:
         if self.config.clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
         self.optimizer.step()
-        return {k: v.detach() for k, v in sums.items()}
+        return totals
 
     # --- checkpoint ----------------------------------------------------------------------------
     def _fold_running(self) -> None:
@@ -278,12 +306,15 @@ class Trainer:
         self._fold_running()
         if self.run is None:
             return
+        state = self.state if self.dist is None else self.dist.gather_state(self.state)
+        if not self.main:
+            return
         trainer = {
             "cursor": self.cursor,
             "best": {**self.best, "loss": None if math.isinf(self.best["loss"]) else self.best["loss"]},
             "epoch_totals": self.epoch_totals,
         }
-        ckpt.save_checkpoint(self.run / ckpt.CHECKPOINT, self.model, self.optimizer, self.state, trainer)
+        ckpt.save_checkpoint(self.run / ckpt.CHECKPOINT, self.model, self.optimizer, state, trainer)
 
     def restore(self) -> None:
         """Continue from the run's training checkpoint, exactly where it stopped."""
@@ -298,6 +329,8 @@ class Trainer:
                 f"the checkpoint in {self.run} does not fit this model: {str(e).splitlines()[0]}"
             ) from None
         self.state = c.state.to(self.device) if c.state is not None else None
+        if self.dist is not None:
+            self.state = self.dist.local_state(self.state)
         torch.set_rng_state(c.rng)
         self.cursor = c.trainer["cursor"]
         best = c.trainer["best"]
@@ -307,18 +340,29 @@ class Trainer:
 
     def _truncate_log(self, step: int) -> None:
         log = self.run / METRICS
-        if log.exists():
+        if self.main and log.exists():
             keep = [line for line in log.read_text().splitlines() if line and json.loads(line)["step"] <= step]
             ckpt.atomic_write(log, "".join(line + "\n" for line in keep).encode())
 
     def _log(self, record: dict[str, Any]) -> None:
-        if self.run is not None:
+        if self.run is not None and self.main:
             with open(self.run / METRICS, "a") as f:
                 f.write(json.dumps(record) + "\n")
 
     # --- the loop ------------------------------------------------------------------------------
+    def _clock(self) -> float:
+        """Seconds on a monotonic clock: rank 0's in a distributed run, so all ranks stop and checkpoint together."""
+        now = time.perf_counter()
+        return now if self.dist is None else self.dist.agree(now)
+
     def fit(self, resume: bool = False) -> dict[str, Any]:
         """Train until the epochs, the time or token budget, or early stopping end it; return a summary."""
+        if self.dist is None:
+            return self._fit(resume)
+        with self.dist.failures():
+            return self._fit(resume)
+
+    def _fit(self, resume: bool) -> dict[str, Any]:
         from tqdm.auto import tqdm
 
         c = self.config
@@ -326,12 +370,12 @@ class Trainer:
             self.run.mkdir(parents=True, exist_ok=True)
             if resume:
                 self.restore()
-            else:
+            elif self.main:
                 (self.run / METRICS).unlink(missing_ok=True)
                 ckpt.save_model(self.run, self.model, self._settings())
         self.model.train()
         stopped = "epochs"
-        clock = time.perf_counter()
+        clock = self._clock()
         elapsed0 = self.cursor["elapsed"]
         last_ckpt = clock
         n = len(self.train_layout)
@@ -349,7 +393,7 @@ class Trainer:
                 leave=False,
                 dynamic_ncols=True,
             )
-            window_clock, window_tokens = time.perf_counter(), 0
+            window_clock, window_tokens = self._clock(), 0
             for batch in self.train_layout.batches(epoch, start=self.cursor["batch"]):
                 sums = self.train_step(batch)
                 real = int(batch.mask.sum())
@@ -359,7 +403,7 @@ class Trainer:
                 self.cursor["step"] += 1
                 self.cursor["tokens"] += real
                 window_tokens += real
-                now = time.perf_counter()
+                now = self._clock()
                 self.cursor["elapsed"] = elapsed0 + now - clock
                 bar.update(1)
                 if self.cursor["step"] % c.log_every == 0 or self.cursor["batch"] == n:
@@ -386,7 +430,7 @@ class Trainer:
                     break
                 if now - last_ckpt >= c.checkpoint_every and self.cursor["batch"] < n:
                     self.save_checkpoint()
-                    last_ckpt = time.perf_counter()
+                    last_ckpt = self._clock()
             bar.close()
             self._end_epoch(epoch, partial=self.cursor["batch"] < n)
             if self.cursor["batch"] >= n:
@@ -395,15 +439,17 @@ class Trainer:
             if c.patience is not None and self.best["bad"] >= c.patience:
                 stopped = "early-stopping"
             self.save_checkpoint()
-            last_ckpt = time.perf_counter()
-        if self.run is not None and (self.val_layout is None or self.best["epoch"] is None):
+            last_ckpt = self._clock()
+        if self.run is not None and self.main and (self.val_layout is None or self.best["epoch"] is None):
             ckpt.save_weights(self.run / ckpt.WEIGHTS, self.model)
         summary = self.summary(stopped)
-        if self.run is not None:
+        if self.run is not None and self.main:
             ckpt.write_json(self.run / "summary.json", summary)
             from .plots import plot_curves
 
             plot_curves(self.run / METRICS, self.run / "curves.png")
+        if self.dist is not None:
+            self.dist.barrier()  # the run directory is complete before any rank returns
         return summary
 
     def _end_epoch(self, epoch: int, partial: bool) -> None:
@@ -411,11 +457,11 @@ class Trainer:
         record: dict[str, Any] = {"kind": "epoch", "epoch": epoch, "step": self.cursor["step"], "partial": partial}
         record["train"] = self.objective.report(self.epoch_totals) if self.epoch_totals else None
         if self.val_layout is not None:
-            val = evaluate(self.model, self.val_layout, self.objective, self.device)
+            val = evaluate(self.model, self.val_layout, self.objective, self.device, self.dist)
             record["val"] = val
             if val["loss"] < self.best["loss"]:
                 self.best.update(loss=val["loss"], epoch=epoch, metrics=val, bad=0)
-                if self.run is not None:
+                if self.run is not None and self.main:
                     ckpt.save_weights(self.run / ckpt.WEIGHTS, self.model)
             else:
                 self.best["bad"] += 1
@@ -447,6 +493,7 @@ class Trainer:
             "best_epoch": self.best["epoch"],
             "val": self.best["metrics"],
             "mode": self.config.mode,
+            "processes": 1 if self.dist is None else self.dist.world_size,
         }
 
     def _settings(self) -> dict[str, Any]:
