@@ -583,6 +583,7 @@ def _add_demo_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="directory for runs, table and plot")
     p.add_argument("--epochs", type=int, default=40, help="training epochs per run")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (one run per mode and seed)")
+    p.add_argument("--threads", type=int, default=1, help="PyTorch CPU threads (small models: 1 is fastest)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -594,7 +595,12 @@ def _run_demo(args: argparse.Namespace) -> int:
     from .demo import format_table, run_demo
 
     results = run_demo(
-        args.out, epochs=args.epochs, seeds=tuple(args.seeds), device=args.device, progress=not args.quiet
+        args.out,
+        epochs=args.epochs,
+        seeds=tuple(args.seeds),
+        device=args.device,
+        progress=not args.quiet,
+        threads=args.threads,
     )
     write_json(args.out / "results.json", results)
     text = format_table(results["table"])

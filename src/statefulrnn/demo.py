@@ -39,25 +39,36 @@ def run_demo(
     seeds: tuple[int, ...] = (0, 1, 2),
     device: str = "auto",
     progress: bool = True,
+    threads: int = 1,
 ) -> dict:
-    """Train stateful and stateless LSTMs (one run per seed) on the Seattle series, backtest, plot."""
+    """Train stateful and stateless LSTMs (one run per seed) on the Seattle series, backtest, plot.
+
+    One thread by default: these small models gain nothing from more, and lose a lot to busy cores.
+    """
+    import torch
+
+    torch.set_num_threads(threads)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     csv = seattle_csv(out)
     results: dict[str, Any] = {"data": str(csv), "spec": SPEC.__dict__, "seeds": list(seeds), "runs": {}}
-    for mode in ("stateful", "stateless"):
-        for seed in seeds:
-            config = TrainConfig(mode=mode, lanes=16, window=48, epochs=epochs, lr=3e-3, eval_window=512, seed=seed)
-            summary = train_series(
-                csv,
-                out / f"{mode}-{seed}",
-                SPEC,
-                read={"fill": "interpolate"},
-                config=config,
-                device=device,
-                progress=progress,
-            )
-            results["runs"][f"{mode}-{seed}"] = summary
+    from tqdm.auto import tqdm
+
+    jobs = [(mode, seed) for mode in ("stateful", "stateless") for seed in seeds]
+    bar = tqdm(jobs, desc="training", unit="run", disable=not progress, dynamic_ncols=True)
+    for mode, seed in bar:
+        bar.set_postfix_str(f"{mode} LSTM, seed {seed}")
+        config = TrainConfig(mode=mode, lanes=16, window=48, epochs=epochs, lr=3e-3, eval_window=512, seed=seed)
+        summary = train_series(
+            csv,
+            out / f"{mode}-{seed}",
+            SPEC,
+            read={"fill": "interpolate"},
+            config=config,
+            device=device,
+            progress=False,
+        )
+        results["runs"][f"{mode}-{seed}"] = summary
     results["table"] = table(results)
     results["plot"] = str(plot_demo(out, csv, seeds[0]))
     return results
