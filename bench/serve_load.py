@@ -183,9 +183,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve(run: Path, store: str, port: int, max_batch: int, max_wait_ms: float, log: Path) -> subprocess.Popen:
+def serve(
+    run: Path, store: str, port: int, max_batch: int, max_wait_ms: float, log: Path, engine: str = "auto"
+) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "statefulrnn", "serve", str(run), "--store", store, "--port", str(port)]
-    cmd += ["--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms)]
+    cmd += ["--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms), "--engine", engine]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(log, "wb"), start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -202,7 +204,7 @@ def serve(run: Path, store: str, port: int, max_batch: int, max_wait_ms: float, 
 def measure(args: argparse.Namespace, run: Path, workdir: Path, max_batch: int) -> dict:
     store = args.store if args.store != "sqlite" else f"sqlite:///{workdir / f'streams-{max_batch}.db'}"
     port = free_port()
-    proc = serve(run, store, port, max_batch, args.max_wait_ms, workdir / f"serve-{max_batch}.log")
+    proc = serve(run, store, port, max_batch, args.max_wait_ms, workdir / f"serve-{max_batch}.log", args.engine)
     try:
         streams = [f"s{i}" for i in range(args.streams)]
         predictor = StreamingPredictor(run)
@@ -240,6 +242,7 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=2, help="LSTM layers")
     p.add_argument("--max-wait-ms", type=float, default=2.0, help="micro-batching wait")
     p.add_argument("--run", type=Path, default=None, help="serve this text run instead of a generated one")
+    p.add_argument("--engine", choices=("torch", "onnx", "auto"), default="auto", help="the server's --engine")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print results as JSON")
     args = p.parse_args()
