@@ -10,7 +10,7 @@ steps tested at rolling origins (one every H steps). Transforms are fitted on th
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +26,19 @@ from .model import SequenceModel
 from .objectives import Regression
 from .series_data import Series, SeriesSet, read_series
 from .series_transform import Transform, frame, transforms_from_json, transforms_to_json
-from .train import TrainConfig, Trainer, evaluation_layout, resolve_device, seed_everything, training_layout
+from .train import (
+    TrainConfig,
+    Trainer,
+    evaluation_layout,
+    resolve_device,
+    resumed_config,
+    seed_everything,
+    training_layout,
+)
 
 TRANSFORMS = "transforms.json"
 INTERVALS = "intervals.json"
 BACKTEST = "backtest.json"
-RESUMABLE = ("epochs", "max_time", "max_tokens", "patience")
 SERIES_MODEL = {"hidden_size": 64, "num_layers": 1}
 SERIES_TRAIN = {"lanes": 16, "window": 48, "epochs": 40, "lr": 3e-3, "eval_window": 512}
 
@@ -209,12 +216,7 @@ def train_series(
         if source is None:
             raise ValueError(f"{run} was trained on in-memory series: pass them again to resume")
         read, spec, model_args = saved["data"]["read"], ForecastSpec(**saved["forecast"]), saved["model"]
-        known = {f.name for f in fields(TrainConfig)}
-        config = TrainConfig(**{k: v for k, v in saved["train"].items() if k in known})
-        for k, v in (overrides or {}).items():
-            if k not in RESUMABLE:
-                raise ValueError(f"{k} cannot change when resuming; only {', '.join(RESUMABLE)} can")
-            setattr(config, k, v)
+        config = resumed_config(saved, overrides)
     if spec is None:
         raise ValueError("give a ForecastSpec (at least the horizon)")
     if source is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +10,18 @@ from .distributed import init_distributed
 from .model import SequenceModel
 from .objectives import NextToken
 from .text import Vocab, text_corpus
-from .train import TrainConfig, Trainer, evaluate, evaluation_layout, resolve_device, seed_everything, training_layout
+from .train import (
+    TrainConfig,
+    Trainer,
+    evaluate,
+    evaluation_layout,
+    resolve_device,
+    resumed_config,
+    seed_everything,
+    training_layout,
+)
 
 VOCAB = "vocab.json"
-RESUMABLE = ("epochs", "max_time", "max_tokens", "patience")
 
 
 def train_text(
@@ -53,12 +60,7 @@ def train_text(
         level, val, val_fraction = data["level"], data["val"], data["val_fraction"]
         replace_invalid = data["replace_invalid"]
         model_args = saved["model"]
-        known = {f.name for f in fields(TrainConfig)}
-        config = TrainConfig(**{k: v for k, v in saved["train"].items() if k in known})
-        for k, v in (overrides or {}).items():
-            if k not in RESUMABLE:
-                raise ValueError(f"{k} cannot change when resuming; only {', '.join(RESUMABLE)} can")
-            setattr(config, k, v)
+        config = resumed_config(saved, overrides)
         vocab = Vocab.load(run / VOCAB)
     elif source is None:
         raise ValueError("give the training text (a file or a prepared directory)")

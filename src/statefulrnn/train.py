@@ -18,7 +18,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +98,20 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.burn_in < 0 or (self.burn_in and self.mode == "stateful"):
             raise ValueError("burn_in is for stateless mode only (stateful mode carries the real state)")
+
+
+RESUMABLE = ("epochs", "max_time", "max_tokens", "patience")
+
+
+def resumed_config(saved: dict[str, Any], overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """The `TrainConfig` saved in a run's config.json, with the budgets a resume may change applied."""
+    known = {f.name for f in fields(TrainConfig)}
+    config = TrainConfig(**{k: v for k, v in saved["train"].items() if k in known})
+    for k, v in (overrides or {}).items():
+        if k not in RESUMABLE:
+            raise ValueError(f"{k} cannot change when resuming; only {', '.join(RESUMABLE)} can")
+        setattr(config, k, v)
+    return config
 
 
 def seed_everything(seed: int) -> None:
