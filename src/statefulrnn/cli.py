@@ -535,7 +535,7 @@ def _add_forecast_command(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_forecast(args: argparse.Namespace) -> int:
-    from .forecast import forecast_run, load_series_run
+    from .forecast import forecast_run, load_series_run, plot_forecast_table
     from .series_data import read_series
 
     _, spec, _, config = load_series_run(args.run_dir, "cpu")
@@ -545,7 +545,7 @@ def _run_forecast(args: argparse.Namespace) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(args.out, index=False)
     if args.plot:
-        _plot_forecast_table(history, table, args.plot)
+        plot_forecast_table(history, table, args.plot)
     if args.json:
         print(table.to_json(orient="records", date_format="iso", indent=1))
     elif not args.out:
@@ -553,22 +553,6 @@ def _run_forecast(args: argparse.Namespace) -> int:
     else:
         print(f"wrote {len(table)} forecast rows for {table['unique_id'].nunique()} series to {args.out}")
     return 0
-
-
-def _plot_forecast_table(history, table, out: Path, max_series: int = 6) -> None:
-    from .plots import plot_forecast
-
-    panels = []
-    for s in list(history)[:max_series]:
-        part = table[table["unique_id"] == s.id]
-        x = part["ds"].to_numpy() if part["ds"].notna().all() else len(s) + part["step"].to_numpy() - 1
-        hx = s.timestamps if part["ds"].notna().all() else range(len(s))
-        tail = max(0, len(s) - 5 * len(part))
-        panel = {"id": s.id, "history": (hx[tail:], s.values[tail:]), "forecasts": {"forecast": (x, part["forecast"])}}
-        if "lo" in part and part["lo"].notna().all():
-            panel["band"] = (x, part["lo"], part["hi"])
-        panels.append(panel)
-    plot_forecast(panels, out)
 
 
 def _add_demo_command(commands: argparse._SubParsersAction) -> None:

@@ -455,3 +455,21 @@ def read_intervals(run: Path) -> dict[str, list]:
     if not (run / INTERVALS).exists():
         return {}
     return ckpt.read_json(run / INTERVALS, "intervals").get("series", {})
+
+
+def plot_forecast_table(history: SeriesSet, table: pd.DataFrame, out: str | Path, max_series: int = 6) -> Path:
+    """PNG of each series' history tail with the `forecast_run` table's forecast and interval (first few series)."""
+    from .plots import plot_forecast
+
+    panels = []
+    for s in list(history)[:max_series]:
+        part = table[table["unique_id"] == s.id]
+        dated = bool(part["ds"].notna().all())
+        x = part["ds"].to_numpy() if dated else len(s) + part["step"].to_numpy() - 1
+        hx = s.timestamps if dated else np.arange(len(s))
+        tail = max(0, len(s) - 5 * len(part))
+        panel = {"id": s.id, "history": (hx[tail:], s.values[tail:]), "forecasts": {"forecast": (x, part["forecast"])}}
+        if "lo" in part and part["lo"].notna().all():
+            panel["band"] = (x, part["lo"], part["hi"])
+        panels.append(panel)
+    return plot_forecast(panels, Path(out))
