@@ -10,8 +10,14 @@ Contenders, interleaved in a fresh random order in every repeat so that machine 
     onnx-raw       the same ONNX Runtime session called directly with numpy state, no engine around it
 
 Single stream: batch 1, one token per call, the state carried from call to call; p50/p99 per call.
-Many streams: 1,024 lanes stepped one token together; stream-steps/s. `--grid` also times oneDNN on/off
-over lanes x steps per call, the measurement behind `use_onednn`.
+The same single-stream load also goes through the whole `StreamingPredictor` (ONNX engine, every call
+with its `seq`, so the exactly-once check and a store commit are in the path) with the memory store and
+with a real SQLite file at `synchronous=full` (the default: survives power loss) and `normal` (survives
+kill -9 of the process, not of the machine).
+Many streams: 1,024 lanes stepped one token together; stream-steps/s, against the GEMM-bound rate: the
+matrix multiplies one step of 1,024 lanes needs (input and recurrent projections of both layers, the
+head), each timed alone at its shape with torch and numpy, the faster kept. `--grid` also times oneDNN
+on/off over lanes x steps per call, the measurement behind `use_onednn`.
 
     python bench/step_latency.py                     # about a minute on 2 cores (3-4 with --grid)
     python bench/step_latency.py --grid --json out.json
@@ -25,6 +31,7 @@ import platform
 import random
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,9 +43,13 @@ try:
 except ImportError:  # running from a source checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from statefulrnn import SequenceModel
+from compute_limit import gemm_seconds  # bench/ is on sys.path when a script in it runs
+from statefulrnn.checkpoint import save_model
 from statefulrnn.engines.onnx import OnnxEngine
 from statefulrnn.engines.torch import TorchEngine
 from statefulrnn.export import model_to_onnx
+from statefulrnn.stream import StreamingPredictor
+from statefulrnn.text import Vocab
 
 VOCAB, EMBEDDING, HIDDEN, LAYERS = 65, 64, 256, 2
 
@@ -60,20 +71,85 @@ class RawOnnx:
         return y, (h, c)
 
 
-def contenders(model: SequenceModel, threads: int) -> dict:
+class Predictor:
+    """One stream through `StreamingPredictor.step` with its seq: engine, exactly-once check and store commit."""
+
+    def __init__(self, name: str, predictor: StreamingPredictor) -> None:
+        self.name, self.predictor, self.streams = name, predictor, 0
+
+    def initial_state(self, lanes: int) -> tuple[str, int]:
+        assert lanes == 1, "the predictor contenders time one stream"
+        self.streams += 1
+        return f"s{self.streams}", 0
+
+    def step(self, state: tuple[str, int], x: np.ndarray) -> tuple[np.ndarray, tuple[str, int]]:
+        stream, seq = state
+        return self.predictor.step(stream, x[0], seq=seq), (stream, seq + 1)
+
+
+def benchmark_run(model: SequenceModel, where: Path) -> Path:
+    """The benchmark model saved as a text run over a 65-character vocabulary."""
+    alphabet = "".join(chr(c) for c in range(48, 48 + VOCAB))
+    save_model(where, model, {"task": "text"})
+    Vocab.build(alphabet).save(where / "vocab.json")
+    return where
+
+
+def contenders(model: SequenceModel, threads: int, workdir: Path) -> dict:
     onnx = OnnxEngine(model_to_onnx(model), (model.cell, LAYERS, HIDDEN), threads=threads)
+    run = benchmark_run(model, workdir / "run")
+    stores = {
+        "memory": "memory",
+        "sqlite-full": f"sqlite:///{workdir}/full.db",
+        "sqlite-normal": f"sqlite:///{workdir}/normal.db?synchronous=normal",
+    }
     return {
         "torch+onednn": TorchEngine(model, onednn=True),
         "torch-onednn": TorchEngine(model, onednn=False),
         "torch": TorchEngine(model),
         "onnx": onnx,
         "onnx-raw": RawOnnx(onnx.session),
+        **{
+            f"predictor+{name}": Predictor(f"predictor+{name}", StreamingPredictor(run, url, engine=onnx))
+            for name, url in stores.items()
+        },
     }
 
 
 def inputs_for(engine, lanes: int, steps: int, rng: np.random.Generator):
     x = rng.integers(0, VOCAB, (lanes, steps), dtype=np.int64)
-    return x if isinstance(engine, RawOnnx) else torch.from_numpy(x)
+    return x if isinstance(engine, (RawOnnx, Predictor)) else torch.from_numpy(x)
+
+
+def gemm_shapes(lanes: int, fused: bool) -> list[tuple[int, int, int]]:
+    """(m, k, n) of the matrix multiplies in one step of `lanes` streams: per layer the input and recurrent
+    projections to the 4 gates (`fused`: as one multiply of [x, h]), then the head."""
+    shapes, width = [], EMBEDDING
+    for _ in range(LAYERS):
+        if fused:
+            shapes.append((lanes, width + HIDDEN, 4 * HIDDEN))
+        else:
+            shapes += [(lanes, width, 4 * HIDDEN), (lanes, HIDDEN, 4 * HIDDEN)]
+        width = HIDDEN
+    return shapes + [(lanes, HIDDEN, VOCAB)]
+
+
+def gemm_bound(lanes: int, repeats: int) -> dict:
+    """Stream-steps/s if a step cost nothing but its float32 matrix multiplies, split or fused, each shape
+    with the faster of torch.mm and oneDNN (`compute_limit.gemm_seconds`); and with torch.mm only."""
+    best = mm = None
+    for fused in (False, True):
+        times = [gemm_seconds(m, k, n, repeats) for m, k, n in gemm_shapes(lanes, fused)]
+        fastest, blas = sum(min(t.values()) for t in times), sum(t["torch.mm"] for t in times)
+        best = fastest if best is None else min(best, fastest)
+        mm = blas if mm is None else min(mm, blas)
+    flops = sum(2 * m * k * n for m, k, n in gemm_shapes(lanes, False))
+    return {
+        "stream_steps_per_s": lanes / best,
+        "gflops": flops / best / 1e9,
+        "torch_mm_stream_steps_per_s": lanes / mm,
+        "flops_per_stream_step": flops // lanes,
+    }
 
 
 def time_calls(engine, lanes: int, steps: int, calls: int, rng: np.random.Generator) -> list[float]:
@@ -155,7 +231,9 @@ def main() -> None:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     model = SequenceModel("lstm", vocab_size=VOCAB, embedding_dim=EMBEDDING, hidden_size=HIDDEN, num_layers=LAYERS)
-    engines = contenders(model.eval(), args.threads)
+    workdir = Path(tempfile.mkdtemp(prefix="step_latency."))
+    engines = contenders(model.eval(), args.threads, workdir)
+    batched = {k: v for k, v in engines.items() if not isinstance(v, Predictor)}
     import onnxruntime
 
     result = {
@@ -167,7 +245,8 @@ def main() -> None:
         "threads": args.threads,
         "model": model.config,
         "single_stream": single_stream(engines, args.repeats, args.calls, rng),
-        "many_streams": {"lanes": args.lanes, **many_streams(engines, args.lanes, args.repeats, args.lane_calls, rng)},
+        "many_streams": {"lanes": args.lanes, **many_streams(batched, args.lanes, args.repeats, args.lane_calls, rng)},
+        "gemm_bound": gemm_bound(args.lanes, 20 * args.repeats),
     }
     print(f"threads {args.threads}, torch {torch.__version__}, onnxruntime {onnxruntime.__version__}")
     print(f"\nsingle stream, batch 1, 1 step per call, state carried ({args.repeats} x {args.calls} calls each)")
@@ -177,10 +256,19 @@ def main() -> None:
             f"  {name:<14} p50 {r['p50_us']:8.0f} µs   p99 {r['p99_us']:8.0f} µs"
             f"   p50 / onnx-raw {r['p50_us'] / raw:5.2f}"
         )
+    bound = result["gemm_bound"]
     print(f"\n{args.lanes} streams stepped together, 1 step per call ({args.repeats} repeats)")
+    print(
+        f"  GEMM-bound     {bound['stream_steps_per_s']:10,.0f} stream-steps/s"
+        f"  ({bound['flops_per_stream_step'] / 1e6:.2f} MFLOP per stream-step at {bound['gflops']:.1f} GFLOP/s;"
+        f" torch.mm only: {bound['torch_mm_stream_steps_per_s']:,.0f})"
+    )
     for name, r in result["many_streams"].items():
         if name != "lanes":
-            print(f"  {name:<14} {r['median']:10,.0f} stream-steps/s  ({r['min']:,.0f}..{r['max']:,.0f})")
+            print(
+                f"  {name:<14} {r['median']:10,.0f} stream-steps/s  ({r['min']:,.0f}..{r['max']:,.0f})"
+                f"  {r['median'] / bound['stream_steps_per_s']:5.2f}x GEMM-bound"
+            )
     if args.grid:
         result["onednn_grid"] = onednn_grid(model, max(3, args.repeats // 2), rng)
         print("\noneDNN off / on time per call (< 1: off is faster)")

@@ -525,6 +525,9 @@ def test_resume_with_more_epochs_continues_the_run(trained, tmp_path):
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [0, 1, 2]
     assert json.loads((run / "backtest.json").read_text()) == json.loads(json.dumps(summary["backtest"]))
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["epochs"] == 3  # the run records the budget it was resumed with
+    assert config["model"] == json.loads((trained["run"] / "config.json").read_text())["model"]
     with pytest.raises(ValueError, match="lr cannot change when resuming"):
         train_series(None, run, resume=True, overrides={"lr": 0.1}, device="cpu", progress=False)
 

@@ -34,7 +34,9 @@ class Recorder:
 
     def __call__(self, x, state=None, resets=None):
         out, new = self.inner(x, state, resets)
-        self.calls.append({"x": x.clone(), "state": state, "resets": resets, "out_state": new, "grad": x.requires_grad})
+        self.calls.append(
+            {"x": x.clone(), "state": state, "resets": resets, "out_state": new, "training": torch.is_grad_enabled()}
+        )
         return out, new
 
 
@@ -196,3 +198,37 @@ def test_regression_objective_ignores_missing_targets_and_padding():
     mask = torch.tensor([[True, True]])
     sums = Regression().sums(outputs, targets, mask)
     assert float(sums["count"]) == 3 and float(sums["loss"]) == 2.0
+
+
+def test_precision_is_checked():
+    with pytest.raises(ValueError, match="precision must be fp32 or bf16"):
+        TrainConfig(precision="fp16")
+
+
+@pytest.mark.parametrize("mode", ["stateful", "stateless"])
+def test_bf16_training_autocasts_the_forward_pass_and_keeps_weights_state_and_loss_float32(mode):
+    data = _tokens(800)
+    ends = np.array([0, 300, 800])  # a document boundary: the stateful run resets lanes mid-window
+    seqs = Sequences(data, ends)
+    val = evaluation_layout(Sequences(_tokens(200, seed=1), np.array([0, 200])), lanes=2, window=16)
+    results = {}
+    for precision in ("fp32", "bf16"):
+        model = _model()
+        burn_in = 4 if mode == "stateless" else 0
+        config = TrainConfig(
+            mode=mode, lanes=4, window=10, epochs=2, burn_in=burn_in, precision=precision, checkpoint_every=1e9
+        )
+        rec = Recorder(model)
+        model.forward = rec
+        trainer = Trainer(model, NextToken(), training_layout(seqs, config), val, config, progress=False)
+        summary = trainer.fit()
+        trained = {c["out_state"].h.dtype for c in rec.calls if c["training"]}
+        assert trained == {torch.bfloat16 if precision == "bf16" else torch.float32}
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+        if mode == "stateful":
+            assert trainer.state.h.dtype == torch.float32  # carried and checkpointed as float32
+        assert math.isfinite(summary["val"]["loss"])
+        results[precision] = (summary["val"]["loss"], torch.cat([p.detach().flatten() for p in model.parameters()]))
+    (fp32_loss, fp32_w), (bf16_loss, bf16_w) = results["fp32"], results["bf16"]
+    assert not torch.equal(fp32_w, bf16_w)  # bf16 really changed the arithmetic...
+    assert bf16_loss == pytest.approx(fp32_loss, abs=0.05)  # ...by rounding, not by breaking training

@@ -91,8 +91,13 @@ def save_model(run: Path, model: SequenceModel, settings: dict[str, Any]) -> Non
     """Write config.json (model arguments + `settings`) and the weights."""
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
-    write_json(run / CONFIG, {"format": FORMAT, "version": VERSION, "model": model.config, **settings})
+    save_config(run, model, settings)
     save_weights(run / WEIGHTS, model)
+
+
+def save_config(run: Path, model: SequenceModel, settings: dict[str, Any]) -> None:
+    """Write config.json alone: a resumed run records its new budgets without touching the best weights."""
+    write_json(Path(run) / CONFIG, {"format": FORMAT, "version": VERSION, "model": model.config, **settings})
 
 
 def save_weights(path: Path, model: torch.nn.Module) -> None:

@@ -140,6 +140,13 @@ def _add_training_options(
     g.add_argument("--checkpoint-every", type=float, default=60.0, help="seconds between checkpoints (0 = every step)")
     g.add_argument("--log-every", type=int, default=20, help="steps between metrics-log lines")
     g.add_argument("--seed", type=int, default=0, help="seed for weights, dropout and shuffling")
+    g.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="bf16: training forward pass in bfloat16 autocast (weights, loss, state and evaluation stay "
+        "float32); about 1.7x faster on CPUs with AVX512-BF16/AMX and on recent GPUs, slower elsewhere",
+    )
     g.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
     g.add_argument(
         "--nproc",
@@ -171,6 +178,7 @@ def _train_config(args: argparse.Namespace):
         max_time=args.max_time,
         max_tokens=args.max_tokens,
         shuffle=args.shuffle,
+        precision=args.precision,
         checkpoint_every=args.checkpoint_every,
         log_every=args.log_every,
         eval_window=getattr(args, "eval_window", 256),

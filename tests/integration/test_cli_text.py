@@ -17,7 +17,7 @@ TINY = ["--hidden", "16", "--layers", "1", "--embedding-dim", "8", "--lanes", "4
 
 
 def cli(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}  # busy CI cores: no spinning threads
     proc = subprocess.run(
         [sys.executable, "-m", "statefulrnn", *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env
     )
@@ -74,6 +74,17 @@ def test_generate_is_reproducible_with_a_seed(trained):
     assert a != c
 
 
+def test_bf16_precision_trains_and_is_recorded_for_resume(tmp_path, text_file):
+    run = tmp_path / "bf16"
+    summary = json.loads(
+        cli("train", "text", text_file, "--out", run, *TINY, "--epochs", "1", "--precision", "bf16", "--json").stdout
+    )
+    assert 0 < summary["val"]["bpc"] < 8
+    assert json.loads((run / "config.json").read_text())["train"]["precision"] == "bf16"
+    bad = cli("train", "text", text_file, "--out", tmp_path / "x", "--precision", "fp8", check=False)
+    assert bad.returncode == 2 and "invalid choice: 'fp8'" in bad.stderr
+
+
 def _weights(path: Path) -> dict:
     return load_file(str(path))
 
@@ -85,7 +96,7 @@ def test_killed_run_resumes_to_identical_weights(tmp_path, text_file):
 
     for kill_after in (3, 25):  # early in epoch 1, and in a later epoch
         run = tmp_path / f"killed{kill_after}"
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
         proc = subprocess.Popen(
             [sys.executable, "-m", "statefulrnn", "train", "text", str(text_file), "--out", str(run), *TINY, *args,
              "--log-every", "1"],
