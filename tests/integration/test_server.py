@@ -6,6 +6,8 @@ is the same, and its outputs can be checked against one offline forward pass ove
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 import os
 import random
@@ -214,6 +216,22 @@ def test_served_outputs_equal_offline_forward_and_requests_are_batched(text_run,
         'statefulrnn_requests_total{method="POST",route="/v1/streams/{stream_id}/step",status="200"} 128.0' in metrics
     )
     assert "statefulrnn_streams 16.0" in metrics and "statefulrnn_request_seconds_bucket" in metrics
+
+
+def test_start_up_freezes_the_loaded_heap_out_of_garbage_collection(text_run):
+    """Unfrozen, every full collection rescanned the model and web stack: ~100 ms pauses several times a
+    second under load, which were the whole p99 tail of bench/serve_load.py (BENCHMARKS.md)."""
+    app = create_app(text_run, "memory")
+
+    async def frozen_while_serving() -> int:
+        async with app.router.lifespan_context(app):
+            return gc.get_freeze_count()
+
+    gc.unfreeze()
+    try:
+        assert asyncio.run(frozen_while_serving()) > 10_000
+    finally:
+        gc.unfreeze()
 
 
 def test_retries_replay_gaps_conflict_and_stream_lifecycle(text_run, reference, tmp_path):
