@@ -181,14 +181,25 @@ def single_stream(engines: dict, repeats: int, calls: int, rng: np.random.Genera
 
 
 def many_streams(engines: dict, lanes: int, repeats: int, calls: int, rng: np.random.Generator) -> dict:
+    """Stream-steps/s per repeat (median of its calls), and the p50/p99 of every call's time."""
     rates: dict[str, list[float]] = {name: [] for name in engines}
+    times: dict[str, list[float]] = {name: [] for name in engines}
     for e in engines.values():
         time_calls(e, lanes, 1, 3, rng)
     for _ in range(repeats):
         for name in random.sample(list(engines), len(engines)):
-            rates[name].append(lanes / statistics.median(time_calls(engines[name], lanes, 1, calls, rng)))
+            t = time_calls(engines[name], lanes, 1, calls, rng)
+            rates[name].append(lanes / statistics.median(t))
+            times[name] += t
     return {
-        name: {"median": statistics.median(r), "min": min(r), "max": max(r), "repeats": len(r)}
+        name: {
+            "median": statistics.median(r),
+            "min": min(r),
+            "max": max(r),
+            "repeats": len(r),
+            "call_p50_ms": pct(times[name], 50) * 1e3,
+            "call_p99_ms": pct(times[name], 99) * 1e3,
+        }
         for name, r in rates.items()
     }
 
@@ -268,6 +279,7 @@ def main() -> None:
             print(
                 f"  {name:<14} {r['median']:10,.0f} stream-steps/s  ({r['min']:,.0f}..{r['max']:,.0f})"
                 f"  {r['median'] / bound['stream_steps_per_s']:5.2f}x GEMM-bound"
+                f"  call p50 {r['call_p50_ms']:6.2f} ms p99 {r['call_p99_ms']:6.2f} ms"
             )
     if args.grid:
         result["onednn_grid"] = onednn_grid(model, max(3, args.repeats // 2), rng)
