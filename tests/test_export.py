@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import threading
+import time
 from dataclasses import asdict
 
 import numpy as np
@@ -174,6 +176,35 @@ def test_engines_pass_empty_calls_through():
         state = engine.initial_state(2)
         y, after = engine.step(state, torch.zeros(2, 0, dtype=torch.long))
         assert y.shape == (2, 0, 5) and after is state
+
+
+def test_threads_stepping_at_once_leave_the_process_wide_onednn_flag_as_it_was():
+    """Two threads inside the oneDNN toggle at once: the second saw the first's setting as the one to
+    restore, so oneDNN stayed off for the whole process. Now the toggles take turns."""
+    model = SequenceModel("lstm", vocab_size=7, hidden_size=8, num_layers=1, embedding_dim=4).eval()
+    inner, meet = model.forward, threading.Barrier(2, timeout=1.0)
+
+    def forward(*args, **kwargs):
+        try:
+            meet.wait()  # both threads inside the block, if the block lets them
+        except threading.BrokenBarrierError:
+            pass
+        if threading.current_thread().name == "last":
+            time.sleep(0.05)  # the second thread leaves the block last
+        return inner(*args, **kwargs)
+
+    model.forward = forward
+    engine = TorchEngine(model, onednn=False)
+    x = torch.zeros(1, 1, dtype=torch.long)
+    assert torch.backends.mkldnn.enabled
+    first = threading.Thread(target=engine.step, args=(engine.initial_state(1), x), name="first")
+    last = threading.Thread(target=engine.step, args=(engine.initial_state(1), x), name="last")
+    first.start()
+    time.sleep(0.05)
+    last.start()
+    first.join()
+    last.join()
+    assert torch.backends.mkldnn.enabled
 
 
 def test_onednn_is_off_for_small_calls_only():

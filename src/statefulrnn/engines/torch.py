@@ -4,11 +4,14 @@ On CPU, torch's fused RNN kernel goes through oneDNN by default. For the short c
 (a step or a few) it costs more than it saves: bench/step_latency.py measures the crossover, which
 `use_onednn` encodes. Long calls (warming a state on a history, big batches) keep it. On GPU, cuDNN.
 The flag is toggled through `torch.backends.mkldnn.enabled` (~0.5 µs) rather than
-`torch.backends.mkldnn.flags()` (~10 µs, and it resets the other oneDNN flags while it is active).
+`torch.backends.mkldnn.flags()` (~10 µs, and it resets the other oneDNN flags while it is active). The
+flag is process-wide, so the blocks that toggle it take turns: unguarded, two threads stepping at once
+could leave oneDNN off for the whole process (slower training, and no bf16 autocast of the LSTM).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,16 +36,20 @@ def use_onednn(lanes: int, steps: int) -> bool:
     return lanes * steps >= ONEDNN_MIN_WORK or steps >= ONEDNN_MIN_STEPS
 
 
+_ONEDNN_FLAG = threading.RLock()
+
+
 @contextmanager
 def onednn(enabled: bool) -> Iterator[None]:
-    """Turn oneDNN on or off for the duration of the block."""
+    """Turn oneDNN on or off for the duration of the block (one thread's block at a time)."""
     flags = torch.backends.mkldnn
-    before = flags.enabled
-    flags.enabled = enabled
-    try:
-        yield
-    finally:
-        flags.enabled = before
+    with _ONEDNN_FLAG:
+        before = flags.enabled
+        flags.enabled = enabled
+        try:
+            yield
+        finally:
+            flags.enabled = before
 
 
 class TorchEngine:
