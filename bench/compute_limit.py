@@ -51,12 +51,8 @@ except ImportError:  # a source checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from statefulrnn.allocator import pin_malloc
 from statefulrnn.engines.torch import onednn
-from statefulrnn.layout import ConcatLayout
-from statefulrnn.model import SequenceModel
-from statefulrnn.objectives import NextToken
-from statefulrnn.train import TrainConfig, Trainer
-
-TEXT = Path(__file__).resolve().parents[2] / "shared" / "data" / "text" / "tinyshakespeare" / "input.txt"
+from statefulrnn.train import Trainer
+from train_throughput import TEXT, load_tokens, statefulrnn_trainer  # bench/ is on sys.path when a script in it runs
 
 
 def forward_gemms(lanes: int, window: int, emb: int, hidden: int, layers: int, vocab: int) -> list[tuple]:
@@ -122,33 +118,13 @@ def gemm_bound(gemms: list[tuple], tokens_per_window: int, repeats: int) -> dict
     }
 
 
-def load_tokens(path: Path) -> tuple[np.ndarray, int]:
-    if path.is_file():
-        text = path.read_text(encoding="utf-8")
-        lookup = {c: i for i, c in enumerate(sorted(set(text)))}
-        return np.array([lookup[c] for c in text], dtype=np.int64), len(lookup)
-    return np.random.default_rng(0).integers(0, 65, 2_000_000), 65
-
-
 def make_trainer(tokens: np.ndarray, vocab: int, args: argparse.Namespace, windows: int, variant: str) -> Trainer:
-    torch.manual_seed(0)
-    model = SequenceModel(
-        "lstm", vocab_size=vocab, hidden_size=args.hidden, num_layers=args.layers, embedding_dim=args.embedding
-    )
-    config = TrainConfig(
-        lanes=args.lanes,
-        window=args.window,
-        epochs=1,
-        lr=2e-3,
-        schedule="constant",
-        max_tokens=windows * args.lanes * args.window,
-        log_every=10**9,
-        precision="bf16" if variant == "bf16" else "fp32",
-    )
-    layout = ConcatLayout(tokens, args.lanes, args.window, reset_at_boundaries=False)
-    trainer = Trainer(model, NextToken("char"), layout, None, config, None, progress=False)
+    """train_throughput's Trainer (the one compared with a hand-written loop), changed as `variant` says."""
+    trainer = statefulrnn_trainer(tokens, vocab, argparse.Namespace(**{**vars(args), "windows": windows}))
+    if variant == "bf16":
+        trainer.config.precision = "bf16"
     if variant == "fused-adamw":
-        trainer.optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01, fused=True)
+        trainer.optimizer = torch.optim.AdamW(trainer.model.parameters(), lr=2e-3, weight_decay=0.01, fused=True)
     return trainer
 
 
@@ -189,7 +165,7 @@ def main() -> None:
 
     pinned = pin_malloc()
     torch.set_num_threads(args.threads)
-    tokens, vocab = load_tokens(args.text)
+    tokens, vocab = load_tokens(args.text, 2_000_000)
     forward = forward_gemms(args.lanes, args.window, args.embedding, args.hidden, args.layers, vocab)
     per_token = flops_per_token(args.lanes, args.window, forward)
     bound = gemm_bound(training_gemms(forward), args.lanes * args.window, args.gemm_repeats)

@@ -205,8 +205,8 @@ def serve(
 
 def measure(args: argparse.Namespace, run: Path, workdir: Path, max_batch: int) -> dict:
     store = args.store
-    if store.partition("?")[0] == "sqlite":
-        query = store.partition("?")[2]
+    base, _, query = store.partition("?")
+    if base == "sqlite":
         store = f"sqlite:///{workdir / f'streams-{max_batch}.db'}" + (f"?{query}" if query else "")
     port = free_port()
     proc = serve(run, store, port, max_batch, args.max_wait_ms, workdir / f"serve-{max_batch}.log", args.engine)
