@@ -97,6 +97,14 @@ class SeqConflict(ValueError):
         super().__init__(f"stream '{stream_id}' expects seq {expected}, got {got}: {why}")
 
 
+class UnknownStream(LookupError):
+    """The store holds no stream with this id."""
+
+    def __init__(self, stream_id: str) -> None:
+        self.stream_id = stream_id
+        super().__init__(f"no stream '{stream_id}'")
+
+
 class Contention(RuntimeError):
     """The stream kept changing under this request (other writers); try again."""
 
