@@ -35,10 +35,10 @@ import numpy as np
 import torch
 
 try:
-    from statefulrnn.checkpoint import save_model
+    from statefulrnn.runs import save_model
 except ImportError:  # a source checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from statefulrnn.checkpoint import save_model
+    from statefulrnn.runs import save_model
 from statefulrnn.model import SequenceModel
 from statefulrnn.stream import StreamingPredictor
 from statefulrnn.text import Vocab

@@ -44,10 +44,10 @@ except ImportError:  # running from a source checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from statefulrnn import SequenceModel
 from compute_limit import gemm_seconds  # bench/ is on sys.path when a script in it runs
-from statefulrnn.checkpoint import save_model
 from statefulrnn.engines.onnx import OnnxEngine
 from statefulrnn.engines.torch import TorchEngine
 from statefulrnn.export import model_to_onnx
+from statefulrnn.runs import save_model
 from statefulrnn.stream import StreamingPredictor
 from statefulrnn.text import Vocab
 

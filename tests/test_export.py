@@ -16,16 +16,15 @@ import pandas as pd
 import pytest
 import torch
 
-from statefulrnn import checkpoint as ckpt
+from statefulrnn import runs as ckpt
+from statefulrnn.cli.export import add_export_command
 from statefulrnn.engines import onnx_available, select_engine
 from statefulrnn.engines.onnx import OnnxEngine
 from statefulrnn.engines.torch import TorchEngine, use_onednn
 from statefulrnn.export import export_onnx, parse_metadata, read_metadata
-from statefulrnn.export_cli import add_export_command
-from statefulrnn.forecast import ForecastSpec, forecast_run, model_inputs, n_inputs
 from statefulrnn.model import SequenceModel
-from statefulrnn.series_data import Series, SeriesSet
-from statefulrnn.series_transform import transforms_to_json
+from statefulrnn.series import ForecastSpec, Series, SeriesSet, forecast_run, model_inputs, n_inputs
+from statefulrnn.series.transform import transforms_to_json
 from statefulrnn.state import CELLS
 from statefulrnn.text import Vocab
 

@@ -14,27 +14,27 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
-from statefulrnn import forecast as fc
-from statefulrnn.checkpoint import jsonable
-from statefulrnn.forecast import (
-    ForecastSpec,
+from statefulrnn.files import jsonable
+from statefulrnn.layout import PackLayout, as_sequences
+from statefulrnn.model import SequenceModel
+from statefulrnn.series import forecast as fc
+from statefulrnn.series import train as tr
+from statefulrnn.series.data import Series, SeriesSet
+from statefulrnn.series.features import model_inputs, n_inputs
+from statefulrnn.series.forecast import (
     backtest_series,
-    calibrate_intervals,
     evaluate_series_run,
     forecast_rows,
     forecast_run,
     load_series_run,
-    model_inputs,
-    n_inputs,
     origin_forecasts,
     rolling_forecasts,
-    train_series,
 )
-from statefulrnn.layout import PackLayout, as_sequences
-from statefulrnn.metrics import mae
-from statefulrnn.model import SequenceModel
-from statefulrnn.series_data import Series, SeriesSet, read_series
-from statefulrnn.series_transform import transforms_from_json
+from statefulrnn.series.metrics import mae
+from statefulrnn.series.read import read_series
+from statefulrnn.series.spec import ForecastSpec
+from statefulrnn.series.train import calibrate_intervals, train_series
+from statefulrnn.series.transform import transforms_from_json
 from statefulrnn.train import TrainConfig
 
 SEASON = 8
@@ -88,8 +88,8 @@ def _training_parts(s: Series, spec: ForecastSpec, window: int):
     val_start, test_start = spec.splits(s, window)
     t = spec.transform().fit(s.values[:val_start])
     inputs, targets = model_inputs(s, t, spec)
-    train = fc._masked(inputs, targets, t.offset, 0, val_start, val_start)
-    val = fc._masked(inputs, targets, t.offset, val_start, test_start, test_start)
+    train = tr._masked(inputs, targets, t.offset, 0, val_start, val_start)
+    val = tr._masked(inputs, targets, t.offset, val_start, test_start, test_start)
     return t, train, val
 
 
@@ -229,14 +229,14 @@ class _Stop(Exception):
 
 
 def _captured_training_data(data: SeriesSet, spec: ForecastSpec, tmp_path, monkeypatch):
-    """The Sequences train_series hands to the training layout (training stopped right there)."""
+    """The Sequences train_series hands to `pack_layout` (training stopped right there)."""
     seen = {}
 
-    def capture(train, config, **kwargs):
+    def capture(train, config):
         seen["train"] = train
         raise _Stop
 
-    monkeypatch.setattr(fc, "training_layout", capture)
+    monkeypatch.setattr(tr, "pack_layout", capture)
     config = TrainConfig(lanes=4, window=16, epochs=1)
     with pytest.raises(_Stop):
         train_series(data, tmp_path / "run", spec, config=config, device="cpu", progress=False)
@@ -443,7 +443,25 @@ def test_backtest_scores_the_model_and_both_baselines_for_every_series(trained):
             assert all(np.isfinite(v) and v >= 0 for v in metrics.values())
             assert metrics["rmse"] >= metrics["mae"]
     assert report["interval"]["nominal"] == 0.8 and report["interval"]["points"] == 3 * 2 * 6
-    assert 0 <= report["interval"]["coverage"] <= 1
+
+
+def test_backtest_coverage_is_the_share_of_actuals_inside_the_published_forecast_interval(trained):
+    """Recount coverage independently: forecast_run from the history before each test origin gives the
+    interval a user would have seen there; count the actuals that fell inside it."""
+    report = json.loads((trained["run"] / "backtest.json").read_text())
+    spec = ForecastSpec(**E2E_SPEC)
+    covered = counted = 0
+    for k in range(spec.test_windows):
+        origins = {s.id: spec.splits(s, TINY_CONFIG["window"])[1] + k * spec.horizon for s in trained["data"]}
+        history = SeriesSet(tuple(_series(values=s.values[: origins[s.id]], sid=s.id) for s in trained["data"]))
+        table = forecast_run(trained["run"], history, device="cpu")
+        for s in trained["data"]:
+            part = table[table["unique_id"] == s.id]
+            actual = s.values[origins[s.id] : origins[s.id] + spec.horizon]
+            covered += int(((part["lo"].to_numpy() <= actual) & (actual <= part["hi"].to_numpy())).sum())
+            counted += len(actual)
+    assert report["interval"]["points"] == counted
+    assert report["interval"]["coverage"] == covered / counted
 
 
 def test_backtest_baselines_match_a_direct_computation(trained):
@@ -533,12 +551,10 @@ def test_resume_with_more_epochs_continues_the_run(trained, tmp_path):
 
 
 def test_resume_refuses_a_run_of_another_task(tmp_path):
-    from statefulrnn import checkpoint as ckpt
+    from statefulrnn.runs import save_model
 
     torch.manual_seed(0)
-    ckpt.save_model(
-        tmp_path / "text", SequenceModel("lstm", vocab_size=5, hidden_size=4, num_layers=1), {"task": "text"}
-    )
+    save_model(tmp_path / "text", SequenceModel("lstm", vocab_size=5, hidden_size=4, num_layers=1), {"task": "text"})
     with pytest.raises(ValueError, match="is a text run, not a series run"):
         train_series(None, tmp_path / "text", resume=True, device="cpu", progress=False)
     with pytest.raises(ValueError, match="not a series run"):
@@ -577,6 +593,96 @@ def test_train_series_leaves_the_callers_config_alone(tmp_path):
     spec = ForecastSpec(**E2E_SPEC)
     train_series(_set(), tmp_path / "run", spec, model_args={"hidden_size": 8}, config=config, progress=False)
     assert config.lanes == 64
+
+
+# --- interval coverage with known answers ------------------------------------------------------------
+# Integer series and errors in quarters: every forecast, bound and comparison below is exact in float64.
+COVER_SPEC = {"horizon": 4, "season": 1, "test_windows": 2, "val_windows": 3, "interval": 0.75}
+COVER_CONFIG = {"train": {"window": 4, "mode": "stateful"}}
+
+
+def _cover_series(sid: str, filled: tuple[int, ...] = ()) -> Series:
+    """40 integer values: validation part 20..31 (9 origins), test origins 32 and 36."""
+    values = 10.0 + np.arange(40) % 7
+    stamps = pd.date_range("2024-01-01", periods=40, freq="h").to_numpy()
+    mask = np.zeros(40, bool)
+    mask[list(filled)] = True
+    return Series(sid, stamps, values, freq="h", filled=mask)
+
+
+def _forecasts_off_by(errors: dict[str, dict[int, np.ndarray]]):
+    """A stand-in for origin_forecasts: the true future minus a chosen error (actual - forecast) per origin."""
+
+    def origin_forecasts(model, series, transform, spec, origins, **run):
+        return np.stack([series.values[o : o + spec.horizon] - errors[series.id][int(o)] for o in origins])
+
+    return origin_forecasts
+
+
+def test_coverage_counts_actuals_on_or_inside_a_hand_built_band(monkeypatch):
+    spec = ForecastSpec(**COVER_SPEC)
+    band = np.array([[-1.0, 2.0], [-2.0, 0.5], [0.0, 0.0], [-0.5, 3.0]])  # asymmetric, one of width 0
+    errors = {  # actual - forecast; inside iff band[:, 0] <= error <= band[:, 1]
+        "a": {32: np.array([-1.0, 0.5, 0.0, 3.25]), 36: np.array([2.25, -2.25, -0.25, -0.5])},
+        "b": {32: np.array([9.0, 9.0, 9.0, 9.0]), 36: np.array([9.0, 9.0, 9.0, 9.0])},
+    }
+    # a: in (lo edge), in (hi edge), in (width 0), out | out, out, out, in (lo edge) -> 4 of 8; b: no interval
+    monkeypatch.setattr(fc, "origin_forecasts", _forecasts_off_by(errors))
+    data = SeriesSet((_cover_series("a"), _cover_series("b")))
+    report = backtest_series(None, data, {"a": None, "b": None}, spec, COVER_CONFIG, {"a": band.tolist()})
+    assert report["interval"] == {"nominal": 0.75, "coverage": 4 / 8, "points": 8}
+    # the bounds themselves: the forecast shifted by the band, per step
+    f = rolling_forecasts(None, data[0], None, spec, COVER_CONFIG, {"a": band.tolist()})
+    np.testing.assert_array_equal(f["lo"], f["model"] + band[:, 0])
+    np.testing.assert_array_equal(f["hi"], f["model"] + band[:, 1])
+
+
+def test_calibrated_intervals_are_the_residual_quantile_and_give_the_coverage_they_imply(monkeypatch):
+    """Split conformal with known residuals: |residual| at step h runs over (h + 1) * {0.25, ..., 2.25} on
+    the 9 validation origins, so the 0.75 quantile (the 7th of 9) is (h + 1) * 1.75; test errors are set
+    as multiples f of that half-width, so a point is covered exactly when |f| <= 1."""
+    spec = ForecastSpec(**COVER_SPEC)
+    steps = np.arange(1, 5)
+    half = 1.75 * steps
+    errors: dict[str, dict[int, np.ndarray]] = {}
+    for sid in ("a", "b"):
+        errors[sid] = {o: (-1.0) ** i * 0.25 * (i + 1) * steps for i, o in enumerate(range(20, 29))}
+    f = {
+        ("a", 32): [0.0, 1.0, -1.25, 0.5],  # in, in (hi edge), out, in
+        ("a", 36): [-1.0, 2.0, 0.25, -3.0],  # in (lo edge), out, in, out
+        ("b", 32): [1.25, -0.5, 1.0, -1.0],  # out, in, in, in
+        ("b", 36): [0.0, -2.0, 0.75, 1.5],  # in but filled (left out), out, in, out
+    }
+    for (sid, o), factors in f.items():
+        errors[sid][o] = np.array(factors) * half
+    monkeypatch.setattr(tr, "origin_forecasts", _forecasts_off_by(errors))  # looked up by calibrate_intervals
+    monkeypatch.setattr(fc, "origin_forecasts", _forecasts_off_by(errors))  # ... and by backtest_series
+    data = SeriesSet((_cover_series("a"), _cover_series("b", filled=(36,))))
+    transforms = {"a": None, "b": None}
+    intervals = calibrate_intervals(None, data, transforms, spec, COVER_CONFIG)
+    for sid in ("a", "b"):
+        np.testing.assert_array_equal(np.asarray(intervals[sid]), np.stack([-half, half], axis=1))
+    report = backtest_series(None, data, transforms, spec, COVER_CONFIG, intervals)
+    assert report["interval"] == {"nominal": 0.75, "coverage": 9 / 15, "points": 15}
+
+
+@FEW
+@given(
+    data=st.data(),
+    lo=st.lists(st.integers(-8, 0), min_size=4, max_size=4),
+    width=st.lists(st.integers(0, 8), min_size=4, max_size=4),
+)
+def test_coverage_equals_the_share_of_errors_inside_the_band(data, lo, width):
+    spec = ForecastSpec(**COVER_SPEC)
+    band = np.stack([np.array(lo) / 4, (np.array(lo) + np.array(width)) / 4], axis=1)
+    quarters = st.lists(st.integers(-12, 12), min_size=4, max_size=4)
+    errors = {"a": {o: np.array(data.draw(quarters)) / 4 for o in (32, 36)}}
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(fc, "origin_forecasts", _forecasts_off_by(errors))
+        report = backtest_series(None, SeriesSet((_cover_series("a"),)), {"a": None}, spec, COVER_CONFIG, {"a": band})
+    e = np.stack(list(errors["a"].values()))
+    inside = (band[:, 0] <= e) & (e <= band[:, 1])
+    assert report["interval"]["points"] == 8 and report["interval"]["coverage"] == inside.sum() / 8
 
 
 # --- transform inversion in the forecast path ----------------------------------------------------------

@@ -14,12 +14,12 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from statefulrnn.checkpoint import load_model  # noqa: E402
+from statefulrnn.cli.export import add_import_keras_command  # noqa: E402
 from statefulrnn.engines import select_engine  # noqa: E402
-from statefulrnn.export_cli import add_import_keras_command  # noqa: E402
 from statefulrnn.keras_import import import_keras  # noqa: E402
+from statefulrnn.runs import load_model  # noqa: E402
 from statefulrnn.text import Vocab  # noqa: E402
-from statefulrnn.textlm import load_text_run  # noqa: E402
+from statefulrnn.text.lm import load_text_run  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 L = keras.layers

@@ -460,3 +460,20 @@ def test_describe_marks_resets_and_padding():
     assert "*s0[0:3]" in text and "*s2[0:" in text and "pad" in text
     text = ConcatLayout([np.arange(9), np.arange(5)], 2, 3, reset_at_boundaries=True).describe()
     assert "*s1[0:" in text
+
+
+def test_pack_layout_fills_the_lanes_and_gives_short_data_one_lane_per_piece():
+    from statefulrnn.layout import pack_layout
+    from statefulrnn.train import TrainConfig
+
+    def series(n: int, count: int):
+        return as_sequences([np.zeros((n, 1), np.float32)] * count, [np.zeros((n, 1), np.float32)] * count)
+
+    long = pack_layout(series(1000, 2), TrainConfig(lanes=16, window=48))
+    assert long.lanes == 16 and long.pieces[:, 1].max() == 125  # each series cut into 8 pieces of 125
+    short = pack_layout(series(60, 2), TrainConfig(lanes=16, window=48))
+    assert short.lanes == 4 and short.pieces[:, 1].max() == 48  # pieces never shorter than a window
+    stateless = pack_layout(series(60, 2), TrainConfig(mode="stateless", lanes=16, window=48))
+    assert isinstance(stateless, StatelessLayout) and stateless.lanes == 16
+    many = pack_layout(series(60, 20), TrainConfig(lanes=16, window=48))
+    assert many.lanes == 16 and many.pieces[:, 1].max() == 60  # enough series: none is cut

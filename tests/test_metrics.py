@@ -6,7 +6,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from statefulrnn.metrics import (
+from statefulrnn.series.metrics import (
     backtest,
     mae,
     mase,

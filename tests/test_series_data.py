@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from statefulrnn.series_data import Series, SeriesSet, infer_freq, read_series, series_from_frame
+from statefulrnn.series.data import Series, SeriesSet, infer_freq
+from statefulrnn.series.read import read_series, series_from_frame
 
 
 def write(tmp_path, name, text):

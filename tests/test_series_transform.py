@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from statefulrnn.series_transform import Transform, frame, transforms_from_json, transforms_to_json
+from statefulrnn.series.transform import Transform, frame, transforms_from_json, transforms_to_json
 
 specs = st.fixed_dictionaries(
     {

@@ -11,15 +11,14 @@ import pandas as pd
 import pytest
 import torch
 
-from statefulrnn.checkpoint import atomic_write, save_model
-from statefulrnn.forecast import ForecastSpec, model_inputs, n_inputs
 from statefulrnn.model import SequenceModel
-from statefulrnn.series_data import Series
-from statefulrnn.series_transform import transforms_to_json
+from statefulrnn.runs import atomic_write, save_model
+from statefulrnn.series import ForecastSpec, Series, model_inputs, n_inputs
+from statefulrnn.series.transform import transforms_to_json
 from statefulrnn.state import State
 from statefulrnn.stores import ModelMismatch
 from statefulrnn.stores.sqlite import SQLiteStore
-from statefulrnn.stream import SeqConflict, StepRequest, StreamingPredictor, TorchEngine
+from statefulrnn.stream import SeqConflict, StepRequest, StreamingPredictor, TorchEngine, UnknownStream
 from statefulrnn.text import Vocab
 
 TEXT = "the quick brown fox jumps over the lazy dog.\n"
@@ -164,6 +163,85 @@ def test_bad_series_inputs_are_value_errors(series_run, bad):
     p = StreamingPredictor(series_run)
     with pytest.raises(ValueError):
         p.check_inputs(bad)
+
+
+def nested(depth: int, leaf=1.0) -> list:
+    x = [leaf]
+    for _ in range(depth):
+        x = [x]
+    return x
+
+
+@pytest.mark.parametrize("depth", [2, 40, 400, 1000, 100_000])
+def test_deeply_nested_inputs_are_one_line_value_errors_not_recursion(text_run, series_run, depth):
+    """Fuzzing found nesting 323-989 deep raised RecursionError (a 500 and a 180 KB traceback)."""
+    for run, shape in ((text_run, "token ids"), (series_run, "rows of 2 numbers")):
+        p = StreamingPredictor(run)
+        for bad in (nested(depth), [[1.0, 2.0], nested(depth)], [1, nested(depth)]):
+            with pytest.raises(ValueError) as e:
+                p.check_inputs(bad)
+            assert shape in str(e.value) and "\n" not in str(e.value) and len(str(e.value)) < 200
+
+
+def test_series_inputs_take_numbers_or_rows_of_numbers_and_no_booleans(series_run):
+    p = StreamingPredictor(series_run)
+    assert p.check_inputs([[1, 2.5], (3, 4)]).tolist() == [[1.0, 2.5], [3.0, 4.0]]
+    assert p.check_inputs(np.array([[1, 2]])).dtype == np.float64
+    for bad, why in (
+        ([[1.0, False]], "boolean"),
+        ([[1.0, None]], "null"),
+        ([1.0, 2.0], r"got shape \[2\]"),
+        ([[1.0, 2.0], 3.0], "not a row"),
+        ([[1.0, 2.0, 3.0]], "shape"),
+    ):
+        with pytest.raises(ValueError, match=why):
+            p.check_inputs(bad)
+    with pytest.raises(ValueError, match="out of range"):
+        p.check_inputs([[10**400, 1.0]])
+
+
+def test_reset_of_an_unknown_stream_raises_unknown_stream_and_creates_nothing(text_run):
+    p = StreamingPredictor(text_run)
+    with pytest.raises(UnknownStream) as e:
+        p.reset("nobody")
+    assert e.value.stream_id == "nobody" and p.info("nobody") is None and p.store.count() == 0
+
+
+@pytest.mark.parametrize("length", [1, 40])
+def test_retries_replay_the_same_bits_whatever_batch_their_original_ran_in(text_run, length):
+    """A retry is recomputed from the prior state, in a call as wide as the original (idle lanes
+    padding it): on CPU the bits depend on the width of the call, not on the other lanes."""
+    p = StreamingPredictor(text_run)
+    rng = np.random.default_rng(length)
+    streams = [f"s{i}" for i in range(7)]
+    p.step_many({s: rng.integers(0, len(p.vocab), 3).tolist() for s in streams})
+    inputs = {s: rng.integers(0, len(p.vocab), length) for s in streams}
+    first = p.apply([StepRequest(s, inputs[s], seq=1) for s in streams])
+    records = {s: p.store.get(s) for s in streams}
+    assert all(r.width == 7 for r in records.values())
+    alone = p.apply([StepRequest("s3", inputs["s3"], seq=1)])[0]
+    together = p.apply([StepRequest(s, inputs[s], seq=1) for s in ("s0", "s6", "s2")])
+    for got, want in [(alone, first[3]), *zip(together, (first[0], first[6], first[2]))]:
+        assert got.replayed and not want.replayed and got.seq == want.seq == 2
+        assert np.array_equal(got.outputs, want.outputs)
+    assert {s: p.store.get(s) for s in streams} == records
+
+
+def test_series_retries_replay_the_same_outputs_and_records_stay_bounded(series_run, series):
+    p = StreamingPredictor(series_run)
+    rows = np.column_stack([series.values, series.features])
+    p.apply([StepRequest("a", rows[:2], seq=0), StepRequest("b", rows[:3], seq=0, series="b")])
+    last = p.apply([StepRequest("a", rows[2:30], seq=1), StepRequest("b", rows[3:31], seq=1)])
+    again = p.apply([StepRequest("b", rows[3:31], seq=1), StepRequest("a", rows[2:30], seq=1)])
+    for got, want in zip(again, last[::-1]):
+        assert got.replayed and np.array_equal(got.outputs, want.outputs, equal_nan=True)
+    fresh = p.warm_up("c", rows[:50], seq=0)
+    assert np.array_equal(p.warm_up("c", rows[:50], seq=0), fresh, equal_nan=True)
+    p.warm_up("far", rows[:50], position=2**62 - 1)
+    for stream in ("a", "b", "c", "far"):
+        record = p.store.get(stream)
+        assert 0 < record.nbytes <= p.max_record_bytes, (stream, record.nbytes, p.max_record_bytes)
+    assert p.task_of_run.max_context_bytes < 1024 and p.max_record_bytes < 2 * p.state_bytes + 2048
 
 
 def test_series_stream_equals_offline_forecasts_in_original_units(series_run, series):

@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from statefulrnn import checkpoint as ckpt
+from statefulrnn import precision as precision_module
+from statefulrnn import runs as ckpt
 from statefulrnn.layout import ConcatLayout, Sequences, StatelessLayout
 from statefulrnn.model import SequenceModel
 from statefulrnn.objectives import NextToken, Regression
-from statefulrnn.train import TrainConfig, Trainer, evaluate, evaluation_layout, training_layout
+from statefulrnn.precision import bf16_support
+from statefulrnn.train import TrainConfig, Trainer, evaluate, evaluation_layout, resumed_config, training_layout
 
 
 def _tokens(n: int = 600, vocab: int = 7, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, vocab, n).astype(np.uint8)
 
 
-def _model(vocab: int = 7, seed: int = 0) -> SequenceModel:
+def _model(vocab: int = 7, seed: int = 0, cell: str = "lstm") -> SequenceModel:
     torch.manual_seed(seed)
-    return SequenceModel("lstm", vocab_size=vocab, hidden_size=12, num_layers=2, embedding_dim=5)
+    return SequenceModel(cell, vocab_size=vocab, hidden_size=12, num_layers=2, embedding_dim=5)
 
 
 class Recorder:
@@ -201,34 +204,153 @@ def test_regression_objective_ignores_missing_targets_and_padding():
 
 
 def test_precision_is_checked():
-    with pytest.raises(ValueError, match="precision must be fp32 or bf16"):
+    with pytest.raises(ValueError, match="precision must be fp32, bf16 or auto"):
         TrainConfig(precision="fp16")
 
 
-@pytest.mark.parametrize("mode", ["stateful", "stateless"])
-def test_bf16_training_autocasts_the_forward_pass_and_keeps_weights_state_and_loss_float32(mode):
-    data = _tokens(800)
-    ends = np.array([0, 300, 800])  # a document boundary: the stateful run resets lanes mid-window
-    seqs = Sequences(data, ends)
-    val = evaluation_layout(Sequences(_tokens(200, seed=1), np.array([0, 200])), lanes=2, window=16)
+PATTERN = np.array([0, 3, 1, 4, 1, 5, 2, 6], dtype=np.uint8)  # what follows a 1 depends on the token before it
+
+
+def _periodic(n: int, shift: int = 0) -> np.ndarray:
+    return np.resize(np.roll(PATTERN, -shift), n)
+
+
+def _bf16_trains_like_fp32(mode: str, cell: str = "lstm") -> None:
+    """bf16 autocasts the training forward pass only, and learns what fp32 learns."""
+    seqs = Sequences(_periodic(800), np.array([0, 300, 800]))  # a boundary: stateful lanes reset mid-window
+    val = evaluation_layout(Sequences(_periodic(200, 3), np.array([0, 200])), lanes=2, window=16)
+    untrained = evaluate(_model(cell=cell), val, NextToken())["loss"]
     results = {}
     for precision in ("fp32", "bf16"):
-        model = _model()
+        model = _model(cell=cell)
         burn_in = 4 if mode == "stateless" else 0
         config = TrainConfig(
-            mode=mode, lanes=4, window=10, epochs=2, burn_in=burn_in, precision=precision, checkpoint_every=1e9
-        )
+            mode=mode, lanes=4, window=10, epochs=6, lr=2e-2, burn_in=burn_in, precision=precision,
+            checkpoint_every=1e9,
+        )  # fmt: skip
         rec = Recorder(model)
         model.forward = rec
         trainer = Trainer(model, NextToken(), training_layout(seqs, config), val, config, progress=False)
         summary = trainer.fit()
+        assert summary["precision"] == precision
         trained = {c["out_state"].h.dtype for c in rec.calls if c["training"]}
         assert trained == {torch.bfloat16 if precision == "bf16" else torch.float32}
         assert all(p.dtype == torch.float32 for p in model.parameters())
         if mode == "stateful":
             assert trainer.state.h.dtype == torch.float32  # carried and checkpointed as float32
-        assert math.isfinite(summary["val"]["loss"])
         results[precision] = (summary["val"]["loss"], torch.cat([p.detach().flatten() for p in model.parameters()]))
     (fp32_loss, fp32_w), (bf16_loss, bf16_w) = results["fp32"], results["bf16"]
     assert not torch.equal(fp32_w, bf16_w)  # bf16 really changed the arithmetic...
-    assert bf16_loss == pytest.approx(fp32_loss, abs=0.05)  # ...by rounding, not by breaking training
+    assert untrained > 1.8  # about ln 7 before training
+    assert fp32_loss < 0.25 * untrained and bf16_loss < 0.25 * untrained  # ...both learned the pattern...
+    assert bf16_loss == pytest.approx(fp32_loss, abs=0.05)  # ...and equally well: it rounds, it does not break
+
+
+def _trainer(precision: str, cell: str = "lstm", run=None) -> Trainer:
+    data = _periodic(200)
+    config = TrainConfig(lanes=2, window=10, epochs=1, precision=precision, checkpoint_every=1e9)
+    layout = training_layout(Sequences(data, np.array([0, len(data)])), config)
+    return Trainer(_model(cell=cell), NextToken(), layout, None, config, run, progress=False)
+
+
+BF16_LSTM, BF16_WHY = bf16_support("cpu", "lstm")  # tried once: oneDNN decides, not CPUID
+
+if BF16_LSTM:
+
+    @pytest.mark.parametrize("mode", ["stateful", "stateless"])
+    def test_bf16_training_autocasts_the_forward_pass_and_keeps_weights_state_and_loss_float32(mode):
+        _bf16_trains_like_fp32(mode)
+
+else:  # this CPU (or oneDNN capped by ONEDNN_MAX_CPU_ISA) has no bf16 LSTM: bf16 must be refused clearly
+
+    def test_bf16_lstm_is_refused_in_one_line_on_this_cpu():
+        with pytest.raises(ValueError) as e:
+            _trainer("bf16")
+        message = str(e.value)
+        assert "\n" not in message and "--precision fp32" in message and BF16_WHY in message
+        assert _trainer("auto").config.precision == "fp32"
+
+
+def _force_probe(monkeypatch, ok: bool, native: bool | None = None, speedup: float = 2.0) -> None:
+    """Make the bf16 probe answer `ok` (and the device `native`, bf16 `speedup` times faster)."""
+    monkeypatch.setattr(
+        precision_module, "bf16_support", lambda device, cell: (ok, "forced" if ok else "no bf16 kernel")
+    )
+    monkeypatch.setattr(precision_module, "bf16_native", lambda device: ok if native is None else native)
+    monkeypatch.setattr(precision_module, "bf16_cell", lambda device, cell: ok)
+    monkeypatch.setattr(precision_module, "bf16_speedup", lambda device, cell, shape=None: speedup)
+
+
+@pytest.mark.parametrize("mode", ["stateful", "stateless"])
+def test_where_the_probe_supports_bf16_it_trains_in_bf16(monkeypatch, mode):
+    # every CPU runs PyTorch's own tanh RNN in bf16 (natively or emulated), so this path runs on every machine
+    _force_probe(monkeypatch, ok=True)
+    _bf16_trains_like_fp32(mode, cell="rnn")
+
+
+def test_where_the_probe_refuses_bf16_it_is_one_line_naming_the_fix_and_auto_is_fp32(monkeypatch):
+    _force_probe(monkeypatch, ok=False)
+    with pytest.raises(ValueError) as e:
+        _trainer("bf16")
+    message = str(e.value)
+    assert "\n" not in message and "no bf16 kernel" in message and "use --precision fp32" in message
+    config = TrainConfig(precision="auto")
+    trainer = _trainer("auto")
+    assert trainer.config.precision == "fp32" and config.precision == "auto"
+    assert _trainer("fp32").config.precision == "fp32"
+
+
+@pytest.mark.parametrize(
+    ("ok", "native", "speedup", "chosen"),
+    [(True, True, 2.0, "bf16"), (True, True, 1.0, "fp32"), (True, False, 2.0, "fp32"), (False, True, 2.0, "fp32")],
+)
+def test_auto_takes_bf16_only_where_it_works_is_native_and_measured_faster(monkeypatch, ok, native, speedup, chosen):
+    _force_probe(monkeypatch, ok=ok, native=native, speedup=speedup)
+    assert _trainer("auto", cell="gru").config.precision == chosen
+
+
+def test_auto_is_resolved_once_recorded_and_kept_on_resume(monkeypatch, tmp_path):
+    _force_probe(monkeypatch, ok=True, speedup=2.0)
+    trainer = _trainer("auto", cell="gru", run=tmp_path)
+    summary = trainer.fit()
+    saved = json.loads((tmp_path / ckpt.CONFIG).read_text())
+    assert saved["train"]["precision"] == "bf16" and summary["precision"] == "bf16"
+    config = resumed_config(saved, {"epochs": 2})
+    assert config.precision == "bf16"  # a resume continues in the recorded precision...
+
+    def no_timing(device, cell, shape=None):
+        raise AssertionError("resume must not measure again")
+
+    monkeypatch.setattr(precision_module, "bf16_speedup", no_timing)  # ...without deciding again
+    data = _periodic(200)
+    layout = training_layout(Sequences(data, np.array([0, len(data)])), config)
+    model = SequenceModel("gru", vocab_size=7, hidden_size=12, num_layers=2, embedding_dim=5)
+    resumed = Trainer(model, NextToken(), layout, None, config, tmp_path, progress=False)
+    assert resumed.fit(resume=True)["precision"] == "bf16"
+    assert json.loads((tmp_path / ckpt.CONFIG).read_text())["train"]["precision"] == "bf16"
+
+
+def test_auto_times_bf16_at_the_runs_own_shape(monkeypatch):
+    _force_probe(monkeypatch, ok=True)
+    shapes = []
+    monkeypatch.setattr(precision_module, "bf16_speedup", lambda device, cell, shape=None: shapes.append(shape) or 2.0)
+    assert _trainer("auto", cell="gru").config.precision == "bf16"
+    assert shapes == [(2, 5, 12, 2)]  # lanes, embedding (the recurrent input), hidden size, layers
+
+
+def test_fit_leaves_the_model_holding_the_weights_its_summary_reports(tmp_path):
+    """A run that overfits: validation is best early, so the last weights are not the reported ones."""
+    train, val = _tokens(400, seed=1), _tokens(200, seed=2)  # random tokens: validation only gets worse
+    config = TrainConfig(lanes=4, window=10, epochs=6, lr=3e-2, checkpoint_every=1e9)
+    layout = training_layout(Sequences(train, np.array([0, len(train)])), config)
+    val_layout = evaluation_layout(Sequences(val, np.array([0, len(val)])), 2, 20)
+    model = _model()
+    trainer = Trainer(model, NextToken(), layout, val_layout, config, tmp_path / "run", progress=False)
+    summary = trainer.fit()
+    assert summary["best_epoch"] < config.epochs - 1, "the data was meant to make an earlier epoch the best"
+    again = evaluate(model, val_layout, NextToken())
+    assert again["loss"] == summary["val"]["loss"]
+    saved = ckpt.read_weights(tmp_path / "run" / ckpt.WEIGHTS)
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
+    last = ckpt.load_checkpoint(tmp_path / "run" / ckpt.CHECKPOINT).model  # resume continues from the last
+    assert any(not torch.equal(last[k], v) for k, v in model.state_dict().items())

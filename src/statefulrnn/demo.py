@@ -12,9 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from .forecast import ForecastSpec, load_series_run, read_intervals, rolling_forecasts, train_series
-from .plots import plot_forecast
-from .series_data import read_series
+from .series.forecast import load_series_run, read_intervals, rolling_forecasts
+from .series.plot import plot_forecast
+from .series.read import read_series
+from .series.spec import ForecastSpec
+from .series.train import train_series
 from .train import TrainConfig
 
 SPEC = ForecastSpec(horizon=24, season=24, seasonal_diff=True, test_windows=7, val_windows=7)

@@ -28,14 +28,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from . import checkpoint as ckpt
+from .files import atomic_write
 from .model import SequenceModel
+from .runs import INTERVALS, TRANSFORMS, VOCAB, load_model
 from .state import State
 
 if TYPE_CHECKING:
-    from .forecast import ForecastSpec
-    from .series_transform import Transform
-    from .text import Vocab
+    from .series.spec import ForecastSpec
+    from .series.transform import Transform
+    from .text.vocab import Vocab
 
 OPSET = 17
 FORMAT = "statefulrnn-onnx"
@@ -91,7 +92,7 @@ def model_to_onnx(model: SequenceModel, metadata: Mapping[str, str] | None = Non
 def export_onnx(run: str | Path, out: str | Path, *, opset: int = OPSET) -> Path:
     """Write the step model of run directory `run` to `out` (.onnx) with the run's metadata; returns `out`."""
     run, out = Path(run), Path(out)
-    model, config = ckpt.load_model(run, "cpu")
+    model, config = load_model(run, "cpu")
     meta = {"format": FORMAT, "version": str(VERSION), "cell": model.cell, "config": json.dumps(config)}
     meta["state"] = json.dumps(
         {"layers": model.num_layers, "hidden": model.hidden_size, "lstm_c": model.cell == "lstm"}
@@ -101,7 +102,7 @@ def export_onnx(run: str | Path, out: str | Path, *, opset: int = OPSET) -> Path
             meta[key] = (run / name).read_text(encoding="utf-8")
     data = model_to_onnx(model, {PREFIX + k: v for k, v in meta.items()}, opset)
     out.parent.mkdir(parents=True, exist_ok=True)
-    ckpt.atomic_write(out, data)
+    atomic_write(out, data)
     return out
 
 
@@ -125,19 +126,19 @@ class ExportedRun:
 
     def vocab(self) -> Vocab | None:
         """The text run's `Vocab`, or None."""
-        from .text import Vocab
+        from .text.vocab import Vocab
 
         return None if self.vocab_json is None else Vocab.from_json(self.vocab_json)
 
     def transforms(self) -> dict[str, Transform]:
         """The series run's fitted `Transform` of every series id ({} for other runs)."""
-        from .series_transform import transforms_from_json
+        from .series.transform import transforms_from_json
 
         return {} if self.transforms_json is None else transforms_from_json(self.transforms_json)
 
     def forecast_spec(self) -> ForecastSpec | None:
         """The series run's `ForecastSpec`, or None."""
-        from .forecast import ForecastSpec
+        from .series.spec import ForecastSpec
 
         return ForecastSpec(**self.config["forecast"]) if "forecast" in self.config else None
 
@@ -170,9 +171,6 @@ def read_metadata(path: str | Path) -> ExportedRun:
 
 
 def _run_files() -> dict[str, str]:
-    from .forecast import INTERVALS, TRANSFORMS
-    from .textlm import VOCAB
-
     return {"vocab": VOCAB, "transforms": TRANSFORMS, "intervals": INTERVALS}
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import checkpoint as ckpt
+from . import runs as ckpt
 from .model import SequenceModel
 from .text import Vocab
 
@@ -239,7 +239,7 @@ def import_keras(path: str | Path, out: str | Path, *, vocab: Vocab | str | Path
     source = {"format": "keras", "file": str(path.resolve()), "keras_version": metadata.get("keras_version"), **info}
     ckpt.save_model(out, model, {"task": task, "source": source})
     if vocab is not None:
-        from .textlm import VOCAB
+        from .runs import VOCAB
 
         vocab.save(out / VOCAB)
     return {"run": str(out), "task": task, "model": model.config, **source}

@@ -7,6 +7,7 @@ PyTorch's fused kernel (oneDNN on CPU, cuDNN on GPU). State goes in and comes ou
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -15,6 +16,25 @@ from torch import nn
 from .state import State, check_cell
 
 _MODULES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+
+@dataclass
+class ModelConfig:
+    """The arguments of `SequenceModel` with their defaults: the one place model defaults live
+    (the CLI reads its defaults from here). `SequenceModel(**asdict(config))` builds the model."""
+
+    cell: str = "lstm"
+    vocab_size: int | None = None
+    n_features: int | None = None
+    hidden_size: int = 256
+    num_layers: int = 2
+    n_outputs: int | None = None
+    dropout: float = 0.0
+    embedding_dim: int = 64
+
+    def build(self) -> SequenceModel:
+        """The model these arguments describe."""
+        return SequenceModel(**asdict(self))
 
 
 class SequenceModel(nn.Module):
@@ -35,15 +55,15 @@ class SequenceModel(nn.Module):
 
     def __init__(
         self,
-        cell: str = "lstm",
+        cell: str = ModelConfig.cell,
         *,
         vocab_size: int | None = None,
         n_features: int | None = None,
-        hidden_size: int = 256,
-        num_layers: int = 2,
+        hidden_size: int = ModelConfig.hidden_size,
+        num_layers: int = ModelConfig.num_layers,
         n_outputs: int | None = None,
-        dropout: float = 0.0,
-        embedding_dim: int = 64,
+        dropout: float = ModelConfig.dropout,
+        embedding_dim: int = ModelConfig.embedding_dim,
     ) -> None:
         super().__init__()
         check_cell(cell)
@@ -84,7 +104,7 @@ class SequenceModel(nn.Module):
             "num_layers": self.num_layers,
             "n_outputs": self.n_outputs,
             "dropout": self.dropout,
-            "embedding_dim": self.embedding_dim or 64,
+            "embedding_dim": self.embedding_dim or ModelConfig.embedding_dim,
         }
 
     def initial_state(self, lanes: int) -> State:

@@ -1,4 +1,4 @@
-"""PNG plots people would rather look at than read: training curves, forecasts."""
+"""PNG plots people would rather look at than read: training curves (forecast plots: `series/plot.py`)."""
 
 from __future__ import annotations
 
@@ -35,38 +35,6 @@ def plot_curves(metrics_log: Path, out: Path) -> Path | None:
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title("training curves")
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
-    return Path(out)
-
-
-def plot_forecast(
-    panels: list[dict],
-    out: Path,
-    title: str = "forecast",
-) -> Path:
-    """One panel per series: history tail, forecast lines, interval band, actuals where known.
-
-    Each panel is a dict with `id`, `history` (x, y), `forecasts` {label: (x, y)}, and optional
-    `band` (x, lo, hi) and `actual` (x, y).
-    """
-    n = max(len(panels), 1)
-    fig, axes = plt.subplots(n, 1, figsize=(10, 3.2 * n), dpi=110, squeeze=False)
-    for ax, p in zip(axes[:, 0], panels):
-        ax.plot(*p["history"], color="0.35", lw=1, label="history")
-        if p.get("actual") is not None:
-            ax.plot(*p["actual"], color="black", lw=1.2, ls="--", label="actual")
-        if p.get("band") is not None:
-            x, lo, hi = p["band"]
-            ax.fill_between(x, lo, hi, color="tab:blue", alpha=0.2, label="interval")
-        for label, (x, y) in p["forecasts"].items():
-            ax.plot(x, y, lw=1.5, label=label)
-        ax.set_title(str(p["id"]), fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left")
-    fig.suptitle(title)
-    fig.autofmt_xdate()
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)

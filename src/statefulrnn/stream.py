@@ -7,106 +7,53 @@ states are gathered into the lanes of one batch, the engine runs once per distin
 committed to the store together, atomically.
 
 Exactly once: a stream's `seq` is the number its next step request must carry. A request carrying
-the previous seq with the same inputs is a retry and gets the stored outputs of that request
-without touching the state; any other seq is a `SeqConflict` that names the expected one. Writes
-are compare-and-set on the record's version, so processes sharing a store cannot lose or double a
-step; a request whose stream moved under it is re-read and re-planned.
+the previous seq with the same inputs is a retry and gets the outputs of that request again without
+touching the state; any other seq is a `SeqConflict` that names the expected one. Writes are
+compare-and-set on the record's version, so processes sharing a store cannot lose or double a step;
+a request whose stream moved under it is re-read and re-planned.
 
-Inputs: text runs take token ids (or a string, tokenised with the run's vocabulary); series runs take
-raw values, one per step (or rows `[value, feature, ...]` when the run has features). Series streams
-keep the run's transform, the last raw values that differencing needs and the phase within the season,
-so their outputs are forecasts of the next `horizon` values in original units.
+What a stream keeps is bounded by the model, not by its requests (`max_record_bytes`): not the last
+request's outputs but the state and context from before it, and its digest. A retry recomputes its
+outputs from them in a fused call as wide as the original's, so they equal the original bits on CPU.
+What the inputs and outputs of a text or a series run are is the task's business (`tasks.py`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
-import struct
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from . import checkpoint as ckpt
 from .engines import Engine, select_engine
 from .engines.torch import TorchEngine  # noqa: F401  (re-exported: the default engine)
+from .requests import (  # noqa: F401  (re-exported: the names a caller of `apply` handles)
+    Contention,
+    SeqConflict,
+    StepRequest,
+    StepResult,
+    StreamInfo,
+    UnknownStream,
+    json_rows,
+    pack_snapshot,
+    unpack_snapshot,
+)
+from .runs import Run, load_run, weights_bytes
+from .series.data import Series
+from .series.features import first_position
 from .state import State
 from .stores import StateStore, StreamRecord, open_store
+from .stores.base import RECORD_FIXED_BYTES
+from .tasks import Task, task_for
+from .text.generate import generate
 
-_SNAPSHOT = b"SRNNSNAP"
-_SNAPSHOT_HEADER = struct.Struct("<8sI")
-
-
-@dataclass
-class StepRequest:
-    """Advance `stream_id` by the steps in `inputs` (as returned by `check_inputs`).
-
-    `seq` None applies the request at whatever seq the stream is at (no retry detection). Series
-    runs only: `series` names the trained series whose transform a new stream uses; `position` is the
-    phase (step index within the season) of a new stream's first input. `fresh` starts the stream
-    over from zero state and a new context (warm-up), fitting a transform on the inputs if needed.
-    """
-
-    stream_id: str
-    inputs: np.ndarray
-    seq: int | None = None
-    series: str | None = None
-    position: int | None = None
-    fresh: bool = False
-
-    @property
-    def digest(self) -> str:
-        h = hashlib.blake2b(digest_size=16)
-        h.update(f"{self.inputs.dtype.str}{self.inputs.shape}{self.series}{self.position}{self.fresh}".encode())
-        h.update(np.ascontiguousarray(self.inputs).tobytes())
-        return h.hexdigest()
-
-
-@dataclass
-class StepResult:
-    """The outputs (steps, n_outputs) of a committed (or, `replayed`, an earlier) request, and the new seq."""
-
-    stream_id: str
-    outputs: np.ndarray
-    seq: int
-    steps: int
-    replayed: bool = False
-
-
-@dataclass(frozen=True)
-class StreamInfo:
-    """Where a stream stands."""
-
-    stream_id: str
-    seq: int
-    steps: int
-    updated_at: float
-
-
-class SeqConflict(ValueError):
-    """A step request's seq is neither the stream's next one nor a retry of its last one."""
-
-    def __init__(self, stream_id: str, got: int, expected: int, why: str = "") -> None:
-        self.stream_id, self.got, self.expected = stream_id, got, expected
-        why = why or ("it was already applied" if got < expected else "earlier requests are missing")
-        super().__init__(f"stream '{stream_id}' expects seq {expected}, got {got}: {why}")
-
-
-class UnknownStream(LookupError):
-    """The store holds no stream with this id."""
-
-    def __init__(self, stream_id: str) -> None:
-        self.stream_id = stream_id
-        super().__init__(f"no stream '{stream_id}'")
-
-
-class Contention(RuntimeError):
-    """The stream kept changing under this request (other writers); try again."""
+_DIGEST_CHARS = 32  # StepRequest.digest: 16 bytes as hex
+_NO_REPLAY = {"prior_state": None, "prior_context": "", "digest": "", "width": 0}
 
 
 @dataclass
@@ -115,6 +62,7 @@ class _Lane:
     inputs: np.ndarray
     finish: Callable[[np.ndarray], tuple[np.ndarray, str]]
     record: StreamRecord
+    width: int = 0  # replays: the width of the fused call to run in (that of the original request)
 
 
 class StreamingPredictor:
@@ -130,31 +78,18 @@ class StreamingPredictor:
 
     def __init__(
         self,
-        run: str | Path,
+        run: str | Path | Run,
         store: StateStore | str | None = None,
         *,
         device: str = "cpu",
         engine: Engine | str = "torch",
         max_rounds: int = 16,
     ) -> None:
-        self.run = Path(run)
-        config = ckpt.read_config(self.run)
-        self.task = config.get("task")
-        self.vocab = self.spec = None
-        self.transforms: dict = {}
-        self.intervals: dict = {}
-        if self.task == "text":
-            from .textlm import load_text_run
-
-            model, self.vocab, self.config = load_text_run(self.run, device)
-        elif self.task == "series":
-            from .forecast import load_series_run, read_intervals
-
-            model, self.spec, self.transforms, self.config = load_series_run(self.run, device)
-            self.intervals = read_intervals(self.run)
-        else:
-            raise ValueError(f"{self.run} is a {self.task!r} run; only text and series runs can be served")
-        self.model = model
+        self.run = run = run if isinstance(run, Run) else load_run(run, device)
+        self.task_of_run: Task = task_for(self.run)
+        self.task = self.task_of_run.name
+        self.model = model = self.run.model
+        self.vocab, self.spec, self.transforms, self.intervals = run.vocab, run.spec, run.transforms, run.intervals
         self.engine: Engine = select_engine(engine, model, device) if isinstance(engine, str) else engine
         self.n_outputs = int(model.n_outputs)
         self.max_rounds = max_rounds
@@ -166,66 +101,32 @@ class StreamingPredictor:
             self.store = MemoryStore()
         self.store.bind_model(self.fingerprint())
 
+    def check_inputs(self, x: Any) -> np.ndarray:
+        """Client inputs checked by the run's task (a one-line ValueError saying what is wrong)."""
+        return self.task_of_run.check_inputs(x)
+
     def fingerprint(self) -> str:
         """A hash of the run's model config and weights: states are only meaningful for this model."""
-        h = hashlib.sha256(json.dumps(self.config["model"], sort_keys=True).encode())
-        h.update((self.run / ckpt.WEIGHTS).read_bytes())
+        h = hashlib.sha256(json.dumps(self.run.config["model"], sort_keys=True).encode())
+        h.update(weights_bytes(self.model))
         return h.hexdigest()
 
-    # --- inputs --------------------------------------------------------------------------------
     @property
-    def raw_width(self) -> int:
-        """Series runs: numbers per input step (the value, then the run's features)."""
-        return 1 + len(self.spec.features) if self.spec is not None else 1
+    def state_bytes(self) -> int:
+        """Bytes of one stream's state: `State.to_bytes()` of one lane (header + layers x hidden x 4,
+        twice for LSTM)."""
+        return len(self._zero.to_bytes())
 
-    def check_inputs(self, x: Any) -> np.ndarray:
-        """Validate client inputs: int64 (T,) token ids for text runs, float64 (T, raw_width) for series.
+    @property
+    def max_record_bytes(self) -> int:
+        """The most a stream's record holds (`StreamRecord.nbytes`), whatever its requests:
 
-        Raises ValueError saying what is wrong (shape, non-finite numbers, ids outside the vocabulary).
-        """
-        if self.task == "text":
-            return self._check_tokens(x)
-        return self._check_values(x)
+            2 x state_bytes + 2 x the task's max_context_bytes + 32 (request digest) + 40 (five counters)
 
-    def _check_tokens(self, x: Any) -> np.ndarray:
-        from .generate import prompt_ids
-
-        if isinstance(x, str):
-            if not x:
-                raise ValueError("inputs is an empty string: give at least one token")
-            return np.asarray(prompt_ids(self.vocab, x), dtype=np.int64)
-        if isinstance(x, list | tuple) and any(isinstance(v, bool) for v in x):
-            raise ValueError("inputs must be token ids (integers), not booleans")
-        try:
-            a = np.asarray(x)
-        except (ValueError, TypeError):
-            a = np.asarray([None])
-        size = len(self.vocab)
-        if a.ndim != 1 or a.size == 0 or a.dtype.kind not in "iu":
-            raise ValueError(f"inputs must be a non-empty list of token ids (integers in 0..{size - 1}) or a string")
-        bad = (a < 0) | (a >= size)
-        if bad.any():
-            raise ValueError(f"token id {a[bad][0]} at step {int(np.flatnonzero(bad)[0])} is outside 0..{size - 1}")
-        return a.astype(np.int64)
-
-    def _check_values(self, x: Any) -> np.ndarray:
-        width = self.raw_width
-        shape = "a list of numbers (one per step)" if width == 1 else f"a list of rows of {width} numbers"
-        if isinstance(x, str | bytes) or (isinstance(x, list | tuple) and _has_bool(x)):
-            raise ValueError(f"inputs must be {shape}")
-        try:
-            a = np.asarray(x, dtype=np.float64)
-        except (ValueError, TypeError, OverflowError):
-            raise ValueError(f"inputs must be {shape}") from None
-        if a.ndim == 1 and width == 1:
-            a = a[:, None]
-        if a.ndim != 2 or a.shape[1] != width or len(a) == 0:
-            raise ValueError(f"inputs must be {shape}; got shape {list(np.shape(a))}")
-        if not np.isfinite(a).all():
-            raise ValueError(
-                f"inputs hold a non-finite number at step {int(np.flatnonzero(~np.isfinite(a))[0] // width)}"
-            )
-        return a
+        The state before the last request is kept (not its outputs) so that a retry can be answered.
+        Independent of request length and vocabulary size; stores add their own per-stream overhead
+        (the stream id, and e.g. `memory.ENTRY_OVERHEAD`)."""
+        return 2 * self.state_bytes + 2 * self.task_of_run.max_context_bytes + _DIGEST_CHARS + RECORD_FIXED_BYTES
 
     # --- stepping --------------------------------------------------------------------------------
     def step(self, stream_id: str, x: Any, *, seq: int | None = None) -> np.ndarray:
@@ -258,10 +159,8 @@ class StreamingPredictor:
         Series runs: `history` may be a `Series` (its timestamps give the phase); a stream that is
         neither a trained series nor given one gets a transform fitted on this history.
         """
-        from .series_data import Series
-
         if isinstance(history, Series):
-            position = _first_position(history, self.spec.season) if position is None else position
+            position = first_position(history, self.spec.season) if position is None else position
             values = history.values if history.features is None else np.column_stack([history.values, history.features])
             series = series or (history.id if history.id in self.transforms else None)
             history = values
@@ -306,36 +205,42 @@ class StreamingPredictor:
         records: Mapping[str, StreamRecord],
         results: list,
     ) -> dict[int, tuple[StreamRecord, StepResult]]:
-        """Check seqs, run the fused model calls, and build each stream's next record and result."""
+        """Check seqs, run the fused model calls, and build each stream's next record and result.
+
+        Retries are answered here (their results set, nothing planned): each reruns from the stored
+        prior state in a call of the width its original ran in, so that its outputs are the same bits.
+        """
         lanes: dict[int, _Lane] = {}
+        replays: dict[int, _Lane] = {}
         for i in indexes:
             req = requests[i]
             record = records.get(req.stream_id) or StreamRecord(version=0)
-            if req.seq is not None and req.seq != record.seq:
-                results[i] = self._replay_or_conflict(req, record)
-                continue
             try:
-                lanes[i] = self._prepare(req, record)
+                if req.seq is None or req.seq == record.seq:
+                    lanes[i] = self._prepare(req, record)
+                elif req.seq == record.seq - 1 and record.replayable:
+                    if record.digest != req.digest:
+                        why = "that seq was already used with other inputs"
+                        results[i] = SeqConflict(req.stream_id, req.seq, record.seq, why)
+                        continue
+                    prior = replace(record, state=record.prior_state, context=record.prior_context)
+                    replays[i] = self._prepare(req, prior)
+                    replays[i].width = max(1, record.width)
+                else:
+                    results[i] = SeqConflict(req.stream_id, req.seq, record.seq)
             except ValueError as e:
                 results[i] = e
-        by_length: dict[int, list[int]] = {}
-        for i, lane in lanes.items():
-            by_length.setdefault(len(lane.inputs), []).append(i)
-        model_out: dict[int, tuple[np.ndarray, bytes | None]] = {}
-        for length, group in by_length.items():
-            if length == 0:
-                for i in group:
-                    model_out[i] = (np.empty((0, self.n_outputs), np.float32), lanes[i].state.to_bytes())
-                continue
-            states = State.concat([lanes[i].state for i in group])
-            x = torch.from_numpy(np.stack([lanes[i].inputs for i in group]))
-            outputs, new = self.engine.step(states, x)
-            outputs = outputs.numpy()
-            for k, i in enumerate(group):
-                model_out[i] = (outputs[k], new.select(slice(k, k + 1)).to_bytes())
+        model_out: dict[int, tuple[np.ndarray, bytes | None, int]] = {}
+        for group in _groups(lanes, by_width=False):
+            model_out.update(self._call(lanes, group, len(group), keep_state=True))
+        for group in _groups(replays, by_width=True):
+            width = replays[group[0]].width
+            for start in range(0, len(group), width):
+                model_out.update(self._call(replays, group[start : start + width], width, keep_state=False))
         planned = {}
-        for i, (z, state) in model_out.items():
-            req, lane = requests[i], lanes[i]
+        for i, (z, state, width) in model_out.items():
+            req = requests[i]
+            lane = lanes[i] if i in lanes else replays[i]
             try:
                 outputs, context = lane.finish(z)
             except ValueError as e:
@@ -343,32 +248,53 @@ class StreamingPredictor:
                 continue
             with np.errstate(over="ignore"):
                 outputs = outputs.astype(np.float32)
+            if i in replays:
+                record = records[req.stream_id]
+                results[i] = StepResult(req.stream_id, outputs, record.seq, record.steps, replayed=True)
+                continue
             steps = (0 if req.fresh else lane.record.steps) + len(req.inputs)
             record = lane.record.successor(
                 seq=lane.record.seq + 1,
                 steps=steps,
                 state=state,
                 context=context,
-                outputs=outputs.tobytes(),
+                prior_state=None if req.fresh else lane.record.state,
+                prior_context="" if req.fresh else lane.record.context,
                 digest=req.digest,
+                width=width,
             )
             planned[i] = (record, StepResult(req.stream_id, outputs, record.seq, steps))
         return planned
 
-    def _replay_or_conflict(self, req: StepRequest, record: StreamRecord) -> StepResult | SeqConflict:
-        if req.seq == record.seq - 1 and record.outputs:
-            if record.digest == req.digest:
-                outputs = np.frombuffer(record.outputs, np.float32).reshape(-1, self.n_outputs).copy()
-                return StepResult(req.stream_id, outputs, record.seq, record.steps, replayed=True)
-            return SeqConflict(req.stream_id, req.seq, record.seq, "that seq was already used with other inputs")
-        return SeqConflict(req.stream_id, req.seq, record.seq)
+    def _call(
+        self, lanes: Mapping[int, _Lane], group: list[int], width: int, *, keep_state: bool
+    ) -> dict[int, tuple[np.ndarray, bytes | None, int]]:
+        """One fused engine call of `width` lanes: `group`'s, then idle ones (zero state and inputs).
+
+        On CPU the bits of a lane's outputs depend on the call's width (BLAS and oneDNN pick their
+        kernels by it), not on the other lanes or the lane's place among them: a retry run in a call
+        of its original width reproduces its outputs exactly (tests/test_stream.py checks this)."""
+        first = lanes[group[0]].inputs
+        if len(first) == 0:
+            empty = np.empty((0, self.n_outputs), np.float32)
+            return {i: (empty, lanes[i].state.to_bytes() if keep_state else None, 1) for i in group}
+        idle = width - len(group)
+        states = State.concat([lanes[i].state for i in group] + [self._zero] * idle)
+        x = np.stack([lanes[i].inputs for i in group] + [np.zeros_like(first)] * idle)
+        outputs, new = self.engine.step(states, torch.from_numpy(x))
+        outputs = outputs.numpy()
+        return {
+            i: (outputs[k], new.select(slice(k, k + 1)).to_bytes() if keep_state else None, width)
+            for k, i in enumerate(group)
+        }
 
     def _prepare(self, req: StepRequest, record: StreamRecord) -> _Lane:
         state = self._zero if req.fresh or record.state is None else self._state(record.state)
-        if self.task == "text":
-            return _Lane(state, req.inputs, lambda z: (z, ""), record)
         context = {} if req.fresh or not record.context else json.loads(record.context)
-        return self._prepare_series(req, record, state, context)
+        ready = self.task_of_run.prepare(
+            req.inputs, context, stream_id=req.stream_id, series=req.series, position=req.position, fresh=req.fresh
+        )
+        return _Lane(state, ready.inputs, ready.finish, record)
 
     def _state(self, data: bytes) -> State:
         state = State.from_bytes(data)
@@ -381,75 +307,6 @@ class StreamingPredictor:
             raise ValueError(f"the stored state is a {state.kind} {tuple(state.h.shape)} state, not one of this model")
         return state
 
-    # --- series streams ------------------------------------------------------------------------
-    def _transform_for(self, req: StepRequest, context: dict) -> tuple[str | None, Any]:
-        from .series_transform import Transform
-
-        if "transform" in context:
-            return context.get("series"), Transform.from_dict(context["transform"])
-        name = req.series
-        if name is None and req.stream_id in self.transforms:
-            name = req.stream_id
-        if name is None and len(self.transforms) == 1:
-            name = next(iter(self.transforms))
-        if name is not None:
-            if name not in self.transforms:
-                known = ", ".join(sorted(self.transforms)[:10])
-                raise ValueError(f"series '{name}' is not a series of the run (it has: {known})")
-            return name, self.transforms[name]
-        if not req.fresh:
-            raise ValueError(
-                f"stream '{req.stream_id}' is not a series of the run: give 'series' (a trained series whose "
-                "transform to use) or warm the stream up on a history first"
-            )
-        values, feats = req.inputs[:, 0], req.inputs[:, 1:] if req.inputs.shape[1] > 1 else None
-        return None, self.spec.transform().fit(values, feats)
-
-    def _prepare_series(self, req: StepRequest, record: StreamRecord, state: State, context: dict) -> _Lane:
-        name, transform = self._transform_for(req, context)
-        raw = req.inputs
-        offset = transform.offset
-        tail = np.asarray(context.get("tail", []), dtype=np.float64)
-        position = int(context.get("position", req.position or 0))
-        values = np.concatenate([tail, raw[:, 0]])
-        m = max(0, len(raw) - max(0, offset - len(tail)))
-        inputs = np.empty((0, self.model.n_features), np.float32)
-        if m:
-            with np.errstate(over="ignore", invalid="ignore"):
-                inputs = self._series_features(transform, values, raw, m, position)
-        if not np.isfinite(inputs).all():
-            raise ValueError("inputs are too large for the model once transformed (they overflow float32)")
-        context = {
-            "series": name,
-            "transform": transform.to_dict(),
-            "tail": values[len(values) - min(offset, len(values)) :].tolist() if offset else [],
-            "position": position + len(raw),
-        }
-        origins = len(tail) + np.arange(len(raw) - m, len(raw)) + 1
-
-        def finish(z: np.ndarray) -> tuple[np.ndarray, str]:
-            out = np.full((len(raw), self.n_outputs), np.nan)
-            if m:
-                with np.errstate(over="ignore", invalid="ignore"):
-                    out[len(raw) - m :] = transform.inverse_at(z.astype(np.float64), values, origins)
-            return out, json.dumps(context)
-
-        return _Lane(state, inputs, finish, record)
-
-    def _series_features(
-        self, transform: Any, values: np.ndarray, raw: np.ndarray, m: int, position: int
-    ) -> np.ndarray:
-        """Model inputs of the last `m` raw steps: transformed value, scaled features, phase (as in training)."""
-        spec, offset = self.spec, transform.offset
-        columns = [transform.transform(values)[len(values) - offset - m :, None]]
-        if len(spec.features):
-            padded = np.vstack([np.zeros((offset, raw.shape[1] - 1)), raw[-m:, 1:]])  # features are not differenced
-            columns.append(transform.transform_features(padded))
-        if spec.phase and spec.season > 1:
-            angle = 2 * np.pi * np.mod(position + np.arange(len(raw) - m, len(raw)), spec.season) / spec.season
-            columns.append(np.column_stack([np.sin(angle), np.cos(angle)]))
-        return np.concatenate(columns, axis=1).astype(np.float32)
-
     # --- whole streams -----------------------------------------------------------------------------
     def info(self, stream_id: str) -> StreamInfo | None:
         """The stream's seq, steps and last update, or None if the store has no such stream."""
@@ -457,17 +314,19 @@ class StreamingPredictor:
         return None if record is None else StreamInfo(stream_id, record.seq, record.steps, record.updated_at)
 
     def reset(self, stream_id: str) -> StreamInfo:
-        """Zero a stream's state (a new, unrelated sequence starts); seq is kept, steps restart at 0."""
+        """Zero a stream's state (a new, unrelated sequence starts); seq is kept, steps restart at 0.
+
+        Raises `UnknownStream` if the store holds no such stream (a reset creates nothing)."""
 
         def change(record: StreamRecord) -> StreamRecord:
             context = json.loads(record.context) if record.context else {}
             context.pop("tail", None)
-            return record.successor(state=None, steps=0, outputs=None, digest="", context=_dumps(context))
+            return record.successor(state=None, steps=0, context=json.dumps(context) if context else "", **_NO_REPLAY)
 
         record = self._update(stream_id, change)
-        return StreamInfo(
-            stream_id, 0 if record is None else record.seq, 0, 0.0 if record is None else record.updated_at
-        )
+        if record is None:
+            raise UnknownStream(stream_id)
+        return StreamInfo(stream_id, record.seq, 0, record.updated_at)
 
     def forget(self, stream_id: str) -> bool:
         """Delete a stream; its next step request starts over at seq 0. False if it did not exist."""
@@ -478,28 +337,13 @@ class StreamingPredictor:
         record = self.store.get(stream_id)
         if record is None:
             raise ValueError(f"no stream '{stream_id}'")
-        head = json.dumps({"seq": record.seq, "steps": record.steps, "context": record.context}).encode()
-        state = record.state or self._zero.to_bytes()
-        return _SNAPSHOT_HEADER.pack(_SNAPSHOT, len(head)) + head + state
+        return pack_snapshot(record.seq, record.steps, record.context, record.state or self._zero.to_bytes())
 
     def restore(self, stream_id: str, data: bytes) -> StreamInfo:
         """Set a stream from `snapshot` bytes, or its state only from bare `State.to_bytes()` bytes."""
-        data = bytes(data)
-        fields: dict[str, Any] = {}
-        if data[:8] == _SNAPSHOT:
-            if len(data) < _SNAPSHOT_HEADER.size:
-                raise ValueError("snapshot bytes are truncated")
-            _, n = _SNAPSHOT_HEADER.unpack_from(data)
-            try:
-                fields = json.loads(data[_SNAPSHOT_HEADER.size : _SNAPSHOT_HEADER.size + n])
-                fields = {"seq": int(fields["seq"]), "steps": int(fields["steps"]), "context": str(fields["context"])}
-            except (ValueError, KeyError, TypeError):
-                raise ValueError("snapshot bytes are corrupt: bad header") from None
-            data = data[_SNAPSHOT_HEADER.size + n :]
+        fields, data = unpack_snapshot(data)
         state = self._state(data).to_bytes()
-        record = self._update(
-            stream_id, lambda r: r.successor(state=state, outputs=None, digest="", **fields), create=True
-        )
+        record = self._update(stream_id, lambda r: r.successor(state=state, **_NO_REPLAY, **fields), create=True)
         return StreamInfo(stream_id, record.seq, record.steps, record.updated_at)
 
     def _update(
@@ -545,34 +389,12 @@ class StreamingPredictor:
         """Text runs: `n` tokens sampled after `prompt` (see `generate.generate` for the sampling options)."""
         if self.task != "text":
             raise ValueError("generate needs a text run; this is a series run")
-        from .generate import generate
-
         return "".join(generate(self.model, self.vocab, prompt, n, **sampling))
 
 
-def _has_bool(x: Sequence) -> bool:
-    return any(isinstance(v, bool) or (isinstance(v, list | tuple) and _has_bool(v)) for v in x)
-
-
-def _dumps(context: dict) -> str:
-    return json.dumps(context) if context else ""
-
-
-def _first_position(series: Any, season: int) -> int:
-    """The phase index of a series' first step, as `forecast.phase_features` counts it."""
-    if series.freq is not None:
-        import pandas as pd
-
-        try:
-            return int(pd.DatetimeIndex(series.timestamps[:1]).to_period(series.freq).asi8[0]) % season
-        except (ValueError, TypeError, AttributeError):
-            pass
-    return 0
-
-
-def json_rows(outputs: np.ndarray) -> list[list[float | None]]:
-    """Outputs as JSON-safe lists: NaN (no prediction yet) and overflowed values become None."""
-    outputs = np.asarray(outputs)
-    if np.isfinite(outputs).all():
-        return outputs.tolist()
-    return [[v if math.isfinite(v) else None for v in row] for row in outputs.tolist()]
+def _groups(lanes: Mapping[int, _Lane], *, by_width: bool) -> list[list[int]]:
+    """Lane indexes grouped by step count (and, for replays, by the width of their original call)."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, lane in lanes.items():
+        groups.setdefault((len(lane.inputs), lane.width if by_width else 0), []).append(i)
+    return list(groups.values())

@@ -7,8 +7,8 @@ The state is zero at each epoch start and is reset inside a window where a seque
 Stateless: the windows of a `StatelessLayout` are shuffled and each starts from zero state, or
 from the state reached by running the `burn_in` steps before it without gradient.
 
-Evaluation keeps its own state, laid out in its own lanes: it never reads, resets or replaces the
-training state (unlike Keras, where `evaluate` on a stateful model disturbs the training state).
+Validation runs on its own state (`evaluation.evaluate`). `fit()` leaves the model holding the weights
+its summary reports: the best on validation (kept in memory, and in RUN/model.safetensors), else the last.
 """
 
 from __future__ import annotations
@@ -18,107 +18,23 @@ import math
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from . import checkpoint as ckpt
+from . import runs
+from .device import resolve_device  # noqa: F401  (re-exported)
 from .distributed import Distributed
-from .layout import Batch, ConcatLayout, Layout, PackLayout, Sequences, StatelessLayout
+from .evaluation import evaluate, to_tensors  # noqa: F401  (re-exported)
+from .layout import Batch, Layout, evaluation_layout, training_layout  # noqa: F401  (re-exported)
 from .model import SequenceModel
 from .objectives import Objective
+from .precision import choose_precision
 from .state import State
-
-METRICS = "metrics.jsonl"
-
-
-@dataclass
-class TrainConfig:
-    """Training settings (saved in the run's config.json).
-
-    Attributes:
-        mode: "stateful" (state carried across windows) or "stateless" (every window from zero).
-        lanes: parallel lanes (stateful) or windows per batch (stateless): the batch size.
-        window: steps per window, the truncated-BPTT length.
-        epochs: passes over the training data.
-        lr: peak learning rate of AdamW.
-        weight_decay: AdamW's decoupled weight decay.
-        clip: maximum global gradient norm (0 disables clipping).
-        schedule: "cosine" (to `min_lr` x lr at the last step), "step" (x `gamma` every
-            `step_epochs` epochs) or "constant"; all after `warmup` steps of linear warm-up.
-        burn_in: stateless mode only: steps before each window run without gradient to warm its state.
-        patience: stop after this many evaluations without a better validation loss (None: never).
-        seed: seeds weights, dropout and shuffling; on CPU a run is reproducible bit for bit.
-        max_time: stop after this many seconds of training (None: no limit).
-        max_tokens: stop after this many training tokens (None: no limit).
-        eval_lanes / eval_window: the layout of the validation stream (does not change the result
-            except through how many lanes start cold; keep it fixed to compare runs).
-        checkpoint_every: seconds between training checkpoints (0: after every step).
-        log_every: steps between lines in metrics.jsonl and progress-bar updates.
-        reset_at_boundaries: reset the state where a new document or series starts.
-        shuffle: reorder whole documents between epochs (stateful mode; each stays contiguous).
-        precision: "fp32", or "bf16": the training forward pass runs under bfloat16 autocast while
-            weights, optimizer, loss, carried state and evaluation stay float32. On CPUs with native
-            bfloat16 (AVX512-BF16, AMX) and recent GPUs it trains about 1.7x faster (BENCHMARKS.md);
-            on CPUs without it, it is slower. Trained results differ from fp32 at bfloat16 rounding.
-    """
-
-    mode: str = "stateful"
-    lanes: int = 32
-    window: int = 64
-    epochs: int = 10
-    lr: float = 2e-3
-    weight_decay: float = 0.01
-    clip: float = 1.0
-    schedule: str = "cosine"
-    warmup: int = 0
-    min_lr: float = 0.1
-    gamma: float = 0.5
-    step_epochs: int = 1
-    burn_in: int = 0
-    patience: int | None = None
-    seed: int = 0
-    max_time: float | None = None
-    max_tokens: int | None = None
-    eval_lanes: int = 8
-    eval_window: int = 256
-    checkpoint_every: float = 60.0
-    log_every: int = 20
-    reset_at_boundaries: bool = True
-    shuffle: bool = False
-    precision: str = "fp32"
-
-    def __post_init__(self) -> None:
-        if self.mode not in ("stateful", "stateless"):
-            raise ValueError(f"mode must be 'stateful' or 'stateless', got {self.mode!r}")
-        if self.schedule not in ("cosine", "step", "constant"):
-            raise ValueError(f"schedule must be cosine, step or constant, got {self.schedule!r}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
-        for name in ("lanes", "window", "epochs", "eval_lanes", "eval_window", "log_every", "step_epochs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if self.burn_in < 0 or (self.burn_in and self.mode == "stateful"):
-            raise ValueError("burn_in is for stateless mode only (stateful mode carries the real state)")
-
-
-RESUMABLE = ("epochs", "max_time", "max_tokens", "patience")
-
-
-def resumed_config(saved: dict[str, Any], overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """The `TrainConfig` saved in a run's config.json, with the budgets a resume may change applied."""
-    known = {f.name for f in fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in saved["train"].items() if k in known})
-    for k, v in (overrides or {}).items():
-        if k not in RESUMABLE:
-            raise ValueError(f"{k} cannot change when resuming; only {', '.join(RESUMABLE)} can")
-        setattr(config, k, v)
-    return config
+from .train_config import RESUMABLE, TrainConfig, resumed_config  # noqa: F401  (re-exported)
 
 
 def seed_everything(seed: int) -> None:
@@ -126,104 +42,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def resolve_device(name: str | None = "auto") -> torch.device:
-    """'auto' picks CUDA when available, else CPU; anything else is passed to torch.device."""
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N ({e})") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available: use --device cpu or auto")
-    return device
-
-
-def training_layout(
-    data: Sequences, config: TrainConfig, *, pack: bool = False, max_length: int | None = None
-) -> Layout:
-    """The layout `config.mode` asks for: concat (or pack, for separate series) lanes, or stateless windows.
-
-    `max_length` (pack only) cuts long series into pieces, so that a few long series fill many lanes.
-    """
-    if config.mode == "stateless":
-        return StatelessLayout(data, config.lanes, config.window, burn_in=config.burn_in, seed=config.seed)
-    if pack:
-        return PackLayout(
-            data, config.lanes, config.window, max_length=max_length, shuffle=config.shuffle, seed=config.seed
-        )
-    return ConcatLayout(
-        data,
-        config.lanes,
-        config.window,
-        reset_at_boundaries=config.reset_at_boundaries,
-        shuffle=config.shuffle,
-        seed=config.seed,
-    )
-
-
-def evaluation_layout(data: Sequences, lanes: int = 8, window: int = 256, *, pack: bool = False) -> Layout:
-    """A stateful layout for evaluation, shrunk to fit short data (fewer lanes, shorter window)."""
-    if pack:
-        lanes = min(lanes, int((data.usable > 0).sum()))
-        longest = int(data.usable.max())
-        return PackLayout(data, max(lanes, 1), min(window, longest))
-    total = int(data.usable.sum())
-    lanes = max(1, min(lanes, total // 2))
-    return ConcatLayout(data, lanes, min(window, total // lanes), reset_at_boundaries=True)
-
-
-def to_tensors(batch: Batch, device: torch.device, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-    """The arrays of a batch as tensors: token ids as int64, floats in the model dtype; resets stay on CPU."""
-
-    def values(a: np.ndarray) -> torch.Tensor:
-        a = np.ascontiguousarray(a)
-        if a.dtype.kind in "iu":
-            return torch.from_numpy(a.astype(np.int64, copy=False)).to(device)
-        return torch.from_numpy(a).to(device, dtype)
-
-    out = {
-        "inputs": values(batch.inputs),
-        "targets": values(batch.targets),
-        "mask": torch.from_numpy(batch.mask).to(device),
-    }
-    if batch.resets is not None:
-        out["resets"] = torch.from_numpy(batch.resets)
-    if batch.context is not None:
-        out["context"] = values(batch.context)
-        out["context_resets"] = torch.from_numpy(batch.context_resets)
-    return out
-
-
-@torch.no_grad()
-def evaluate(
-    model: SequenceModel,
-    layout: Layout,
-    objective: Objective,
-    device: torch.device | None = None,
-    dist: Distributed | None = None,
-) -> dict:
-    """Evaluation on its own state: a stateful layout's lanes carry it across windows, a stateless
-    layout's windows each start from zero (warmed on their context, if any), as in training.
-    With `dist`, each rank evaluates its block of lanes and the sums are added over ranks."""
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    totals: dict[str, float] = {}
-    state: State | None = None
-    try:
-        for batch in layout.batches():
-            t = to_tensors(batch if dist is None else dist.shard(batch), device, next(model.parameters()).dtype)
-            if not layout.stateful:
-                state = model(t["context"], None, t["context_resets"])[1] if "context" in t else None
-            out, state = model(t["inputs"], state, t.get("resets"))
-            for k, v in objective.sums(out, t["targets"], t["mask"]).items():
-                totals[k] = totals.get(k, 0.0) + float(v)
-    finally:
-        model.train(was_training)
-    return objective.report(totals if dist is None else dist.sum_totals(totals))
 
 
 class Trainer:
@@ -261,6 +79,7 @@ class Trainer:
         self.run = Path(run) if run is not None else None
         self.settings = settings or {}
         self.progress = progress and self.main
+        self._resolve_precision()
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
         self.total_steps = self.config.epochs * len(train)
         self.cursor = {"epoch": 0, "batch": 0, "step": 0, "tokens": 0, "elapsed": 0.0}
@@ -268,6 +87,23 @@ class Trainer:
         self.epoch_totals: dict[str, float] = {}
         self._running: dict[str, torch.Tensor] = {}
         self.state: State | None = None
+        self.best_weights: dict[str, torch.Tensor] | None = None
+
+    def _resolve_precision(self) -> None:
+        """Turn the configured precision into the one used (and recorded): refuse bf16 where the device
+        cannot run this cell in bf16, and settle "auto" (rank 0's choice, in a distributed run)."""
+        requested = self.config.precision
+        m = self.model
+        shape = (self.config.lanes, m.rnn.input_size, m.hidden_size, m.num_layers)  # what "auto" times
+        precision, why = choose_precision(requested, self.device, m.cell, shape)
+        if self.dist is not None and requested == "auto":
+            agreed = "bf16" if self.dist.agree(float(precision == "bf16")) else "fp32"
+            why = why if agreed == precision else "rank 0's choice"
+            precision = agreed
+        if precision != requested:
+            self.config = replace(self.config, precision=precision)
+        if requested == "auto" and self.progress:
+            print(f"precision auto: {precision} ({why})", file=sys.stderr, flush=True)
 
     # --- learning rate -------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
@@ -337,13 +173,13 @@ class Trainer:
             "best": {**self.best, "loss": None if math.isinf(self.best["loss"]) else self.best["loss"]},
             "epoch_totals": self.epoch_totals,
         }
-        ckpt.save_checkpoint(self.run / ckpt.CHECKPOINT, self.model, self.optimizer, state, trainer)
+        runs.save_checkpoint(self.run / runs.CHECKPOINT, self.model, self.optimizer, state, trainer)
 
     def restore(self) -> None:
         """Continue from the run's training checkpoint, exactly where it stopped."""
         if self.run is None:
             raise ValueError("resume needs a run directory")
-        c = ckpt.load_checkpoint(self.run / ckpt.CHECKPOINT)
+        c = runs.load_checkpoint(self.run / runs.CHECKPOINT)
         try:
             self.model.load_state_dict(c.model)
             self.optimizer.load_state_dict(c.optimizer)
@@ -359,17 +195,20 @@ class Trainer:
         best = c.trainer["best"]
         self.best = {**best, "loss": math.inf if best["loss"] is None else best["loss"]}
         self.epoch_totals = c.trainer["epoch_totals"]
+        if self.best["epoch"] is not None and (self.run / runs.WEIGHTS).is_file():
+            best = runs.read_weights(self.run / runs.WEIGHTS)
+            self.best_weights = {k: v.to(self.device) for k, v in best.items()}
         self._truncate_log(self.cursor["step"])
 
     def _truncate_log(self, step: int) -> None:
-        log = self.run / METRICS
+        log = self.run / runs.METRICS
         if self.main and log.exists():
             keep = [line for line in log.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-            ckpt.atomic_write(log, "".join(line + "\n" for line in keep).encode())
+            runs.atomic_write(log, "".join(line + "\n" for line in keep).encode())
 
     def _log(self, record: dict[str, Any]) -> None:
         if self.run is not None and self.main:
-            with open(self.run / METRICS, "a") as f:
+            with open(self.run / runs.METRICS, "a") as f:
                 f.write(json.dumps(record) + "\n")
 
     # --- the loop ------------------------------------------------------------------------------
@@ -394,10 +233,10 @@ class Trainer:
             if resume:
                 self.restore()
                 if self.main:
-                    ckpt.save_config(self.run, self.model, self._settings())
+                    runs.save_config(self.run, self.model, self._settings())
             elif self.main:
-                (self.run / METRICS).unlink(missing_ok=True)
-                ckpt.save_model(self.run, self.model, self._settings())
+                (self.run / runs.METRICS).unlink(missing_ok=True)
+                runs.save_model(self.run, self.model, self._settings())
         self.model.train()
         stopped = "epochs"
         clock = self._clock()
@@ -466,13 +305,15 @@ class Trainer:
             self.save_checkpoint()
             last_ckpt = self._clock()
         if self.run is not None and self.main and (self.val_layout is None or self.best["epoch"] is None):
-            ckpt.save_weights(self.run / ckpt.WEIGHTS, self.model)
+            runs.save_weights(self.run / runs.WEIGHTS, self.model)
+        if self.best_weights is not None:
+            self.model.load_state_dict(self.best_weights)  # the weights the summary reports
         summary = self.summary(stopped)
         if self.run is not None and self.main:
-            ckpt.write_json(self.run / "summary.json", summary)
+            runs.write_json(self.run / runs.SUMMARY, summary)
             from .plots import plot_curves
 
-            plot_curves(self.run / METRICS, self.run / "curves.png")
+            plot_curves(self.run / runs.METRICS, self.run / runs.CURVES)
         if self.dist is not None:
             self.dist.barrier()  # the run directory is complete before any rank returns
         return summary
@@ -486,8 +327,9 @@ class Trainer:
             record["val"] = val
             if val["loss"] < self.best["loss"]:
                 self.best.update(loss=val["loss"], epoch=epoch, metrics=val, bad=0)
+                self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
                 if self.run is not None and self.main:
-                    ckpt.save_weights(self.run / ckpt.WEIGHTS, self.model)
+                    runs.save_weights(self.run / runs.WEIGHTS, self.model)
             else:
                 self.best["bad"] += 1
         record["elapsed_s"] = self.cursor["elapsed"]
@@ -518,6 +360,7 @@ class Trainer:
             "best_epoch": self.best["epoch"],
             "val": self.best["metrics"],
             "mode": self.config.mode,
+            "precision": self.config.precision,
             "processes": 1 if self.dist is None else self.dist.world_size,
         }
 

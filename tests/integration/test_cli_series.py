@@ -82,10 +82,32 @@ def test_train_series_prints_json_with_a_backtest(trained):
         assert set(scores) == {"model", "naive", "seasonal_naive"}
         for metrics in scores.values():
             assert all(np.isfinite(metrics[m]) and metrics[m] >= 0 for m in ("mae", "rmse", "smape", "mase"))
-    assert 0 <= report["interval"]["coverage"] <= 1 and report["interval"]["points"] == 3 * 4 * 6
+    assert report["interval"]["nominal"] == 0.8 and report["interval"]["points"] == 3 * 4 * 6
     for name in ("config.json", "model.safetensors", "transforms.json", "intervals.json", "backtest.json"):
         assert (run / name).is_file(), name
     assert json.loads((run / "backtest.json").read_text()) == report
+
+
+def test_reported_coverage_is_the_share_of_test_actuals_inside_the_forecast_intervals(trained, tmp_path):
+    """Recount the backtest's coverage from outside: `forecast` on the history before each test origin
+    (the last 4 windows of 6 steps) prints the interval a user would have had; count the actuals inside."""
+    run, summary = trained
+    frame = series_frame()
+    covered = counted = 0
+    for k in range(4):
+        cut = {sid: len(part) - (4 - k) * 6 for sid, part in frame.groupby("unique_id")}
+        history = pd.concat([part.iloc[: cut[sid]] for sid, part in frame.groupby("unique_id", sort=False)])
+        path = write(history, tmp_path / f"history{k}.csv")
+        records = pd.DataFrame(json.loads(cli("forecast", run, "--history", path, "--json").stdout))
+        for sid, part in frame.groupby("unique_id"):
+            actual = part["y"].astype(float).to_numpy()[cut[sid] : cut[sid] + 6]
+            got = records[records["unique_id"] == sid].sort_values("step")
+            assert got["step"].tolist() == [1, 2, 3, 4, 5, 6]
+            covered += int(((got["lo"].to_numpy() <= actual) & (actual <= got["hi"].to_numpy())).sum())
+            counted += len(actual)
+    interval = summary["backtest"]["interval"]
+    assert interval["points"] == counted == 3 * 4 * 6
+    assert interval["coverage"] == covered / counted
 
 
 def test_forecast_writes_a_csv_and_a_plot(trained, csv_file, tmp_path):
@@ -196,7 +218,7 @@ def test_a_missing_file_is_one_line_naming_it(tmp_path):
 def test_a_text_run_passed_to_forecast_is_one_line(tmp_path, csv_file):
     import torch
 
-    from statefulrnn.textlm import train_text
+    from statefulrnn.text.lm import train_text
     from statefulrnn.train import TrainConfig
 
     text = tmp_path / "play.txt"

@@ -11,13 +11,16 @@ import time
 from pathlib import Path
 
 import pytest
+from safetensors import safe_open
 from safetensors.torch import load_file
+
+from statefulrnn.precision import bf16_support
 
 TINY = ["--hidden", "16", "--layers", "1", "--embedding-dim", "8", "--lanes", "4", "--window", "16", "--quiet"]
 
 
-def cli(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}  # busy CI cores: no spinning threads
+def cli(*args: str, check: bool = True, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}  # busy CI cores: no spinning
     proc = subprocess.run(
         [sys.executable, "-m", "statefulrnn", *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env
     )
@@ -57,7 +60,79 @@ def test_train_writes_a_complete_run_directory(trained):
     assert (trained / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     records = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [0, 1]
-    assert not any(b"pickle" in p.read_bytes()[:200] for p in trained.iterdir() if p.is_file())
+
+
+PNG = b"\x89PNG\r\n\x1a\n"
+RUN_FILES = {  # every file a text run directory may hold, and its format: nothing else, and no pickle
+    "config.json": "json",
+    "vocab.json": "json",
+    "summary.json": "json",
+    "metrics.jsonl": "jsonl",
+    "model.safetensors": "safetensors",
+    "checkpoint.safetensors": "safetensors",
+    "curves.png": "png",
+}
+
+
+def test_the_run_directory_holds_only_safetensors_json_and_png(trained):
+    names = {p.name for p in trained.iterdir()}
+    assert names <= set(RUN_FILES), names - set(RUN_FILES)
+    assert {"config.json", "vocab.json", "model.safetensors", "checkpoint.safetensors", "metrics.jsonl"} <= names
+    for name in names:
+        path, kind = trained / name, RUN_FILES[name]
+        assert path.is_file(), name
+        if kind == "json":
+            json.loads(path.read_text(encoding="utf-8"))
+        elif kind == "jsonl":
+            assert [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        elif kind == "safetensors":
+            with safe_open(str(path), framework="pt") as f:
+                assert list(f.keys())
+                for key in f.keys():
+                    f.get_tensor(key)
+        else:
+            assert path.read_bytes()[:8] == PNG
+
+
+NO_PICKLE = """
+import io, pickle, sys
+from pathlib import Path
+import torch
+
+def banned(*args, **kwargs):
+    raise AssertionError("a run was unpickled")
+
+class Unpickler(pickle.Unpickler):
+    def __init__(self, *args, **kwargs):
+        banned()
+
+pickle.load = pickle.loads = torch.load = torch.serialization.load = banned
+pickle.Unpickler = Unpickler
+try:
+    torch.load(io.BytesIO(b""))
+except AssertionError:
+    pass
+else:
+    raise SystemExit("the ban is not in force")
+from statefulrnn.runs import load_checkpoint, load_model
+from statefulrnn.cli import main
+
+run, text = sys.argv[1], sys.argv[2]
+load_model(Path(run), torch.device("cpu"))
+load_checkpoint(Path(run) / "checkpoint.safetensors")
+assert main(["eval", run, text, "--json"]) == 0
+assert main(["generate", run, "--prompt", "ROMEO:", "-n", "20", "--seed", "1"]) == 0
+"""
+
+
+def test_loading_a_run_never_unpickles(trained, text_file):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", NO_PICKLE, str(trained), str(text_file)], capture_output=True, text=True, env=env,
+        timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert '"bpc"' in proc.stdout and "ROMEO:" in proc.stdout
 
 
 def test_eval_reports_bits_per_character(trained, text_file):
@@ -74,15 +149,50 @@ def test_generate_is_reproducible_with_a_seed(trained):
     assert a != c
 
 
-def test_bf16_precision_trains_and_is_recorded_for_resume(tmp_path, text_file):
-    run = tmp_path / "bf16"
-    summary = json.loads(
-        cli("train", "text", text_file, "--out", run, *TINY, "--epochs", "1", "--precision", "bf16", "--json").stdout
-    )
-    assert 0 < summary["val"]["bpc"] < 8
-    assert json.loads((run / "config.json").read_text())["train"]["precision"] == "bf16"
-    bad = cli("train", "text", text_file, "--out", tmp_path / "x", "--precision", "fp8", check=False)
-    assert bad.returncode == 2 and "invalid choice: 'fp8'" in bad.stderr
+BF16_LSTM, _ = bf16_support("cpu", "lstm")  # what the CLI below (same environment) will find
+
+if BF16_LSTM:
+
+    def test_bf16_precision_trains_and_is_recorded_for_resume(tmp_path, text_file):
+        run = tmp_path / "bf16"
+        args = ["--out", run, *TINY, "--epochs", "1", "--precision", "bf16", "--json", "--device", "cpu"]
+        summary = json.loads(cli("train", "text", text_file, *args).stdout)
+        assert 0 < summary["val"]["bpc"] < 8 and summary["precision"] == "bf16"
+        assert json.loads((run / "config.json").read_text())["train"]["precision"] == "bf16"
+        bad = cli("train", "text", text_file, "--out", tmp_path / "x", "--precision", "fp8", check=False)
+        assert bad.returncode == 2 and "invalid choice: 'fp8'" in bad.stderr
+
+else:  # no bf16 LSTM in oneDNN here: the CLI must refuse it in one line, not fail inside the kernel
+
+    def test_bf16_precision_is_refused_in_one_line_on_this_cpu(tmp_path, text_file):
+        line = _error(
+            cli("train", "text", text_file, "--out", tmp_path / "r", *TINY, "--precision", "bf16", check=False)
+        )
+        assert "bf16" in line and "use --precision fp32" in line
+
+
+def test_without_native_bf16_the_cli_refuses_bf16_and_auto_trains_in_fp32(tmp_path, text_file):
+    avx2 = {"ONEDNN_MAX_CPU_ISA": "AVX2"}  # oneDNN exactly as on a CPU without AVX512-BF16/AMX
+    args = [*TINY, "--epochs", "1", "--device", "cpu"]
+    line = _error(cli("train", "text", text_file, "--out", tmp_path / "r", *args, "--precision", "bf16",
+                      check=False, env=avx2))  # fmt: skip
+    assert "primitive descriptor" in line and "use --precision fp32" in line
+    run = tmp_path / "auto"
+    summary = json.loads(cli("train", "text", text_file, "--out", run, *args, "--precision", "auto", "--json",
+                             env=avx2).stdout)  # fmt: skip
+    assert summary["precision"] == "fp32" and 0 < summary["val"]["bpc"] < 8
+    assert json.loads((run / "config.json").read_text())["train"]["precision"] == "fp32"
+
+
+def test_auto_precision_is_decided_once_printed_recorded_and_kept_on_resume(tmp_path, text_file):
+    run = tmp_path / "auto"
+    args = ["--out", run, *TINY[:-1], "--epochs", "1", "--precision", "auto", "--device", "cpu"]
+    first = cli("train", "text", text_file, *args)
+    chosen = json.loads((run / "config.json").read_text())["train"]["precision"]
+    assert chosen in ("fp32", "bf16") and f"precision auto: {chosen} (" in first.stderr
+    summary = json.loads(cli("train", "text", "--out", run, "--resume", "--epochs", "2", "--quiet", "--json").stdout)
+    assert summary["precision"] == chosen and summary["epochs"] == 2
+    assert json.loads((run / "config.json").read_text())["train"]["precision"] == chosen
 
 
 def _weights(path: Path) -> dict:

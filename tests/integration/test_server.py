@@ -31,11 +31,11 @@ import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from statefulrnn.checkpoint import atomic_write, save_model
-from statefulrnn.forecast import ForecastSpec, n_inputs
 from statefulrnn.model import SequenceModel
-from statefulrnn.series_transform import transforms_to_json
-from statefulrnn.server import STREAM_ID, create_app
+from statefulrnn.runs import atomic_write, save_model
+from statefulrnn.series import ForecastSpec, n_inputs
+from statefulrnn.series.transform import transforms_to_json
+from statefulrnn.server import STREAM_ID, create_app, uvicorn_config
 from statefulrnn.stream import StreamingPredictor
 from statefulrnn.text import Vocab
 
@@ -91,9 +91,9 @@ def reference(text_run):
 class ThreadedServer:
     """uvicorn serving an app on a free port of 127.0.0.1, in a thread of this process."""
 
-    def __init__(self, app) -> None:
+    def __init__(self, app, **limits) -> None:
         self.port = free_port()
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        config = uvicorn_config(app, host="127.0.0.1", port=self.port, **limits)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

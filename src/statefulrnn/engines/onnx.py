@@ -56,9 +56,9 @@ class OnnxEngine:
             if not path.is_file():
                 raise ValueError(f"{path} does not exist")
             return cls(path, threads=threads)
-        from .. import checkpoint as ckpt
+        from ..runs import load_model
 
-        return cls.from_source(ckpt.load_model(path, "cpu")[0], threads=threads)
+        return cls.from_source(load_model(path, "cpu")[0], threads=threads)
 
     def initial_state(self, lanes: int) -> State:
         return State.zeros(self.cell, self.num_layers, lanes, self.hidden_size)

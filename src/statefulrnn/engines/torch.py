@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from .. import checkpoint as ckpt
 from ..model import SequenceModel
+from ..runs import load_model
 from ..state import State
 
 ONEDNN_MIN_WORK = 256  # lanes x steps per call
@@ -69,7 +69,7 @@ class TorchEngine:
     @classmethod
     def from_source(cls, run: str | Path | SequenceModel, device: str | torch.device = "cpu") -> TorchEngine:
         """An engine for a `SequenceModel` (kept on its device) or a run directory (loaded onto `device`)."""
-        model = run if isinstance(run, SequenceModel) else ckpt.load_model(Path(run), device)[0]
+        model = run if isinstance(run, SequenceModel) else load_model(Path(run), device)[0]
         return cls(model)
 
     def initial_state(self, lanes: int) -> State:

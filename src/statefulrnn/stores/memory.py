@@ -1,4 +1,4 @@
-"""In-process store: a bounded LRU map. Fast, lost on exit, not shared between processes."""
+"""In-process store: an LRU map bounded by bytes. Fast, lost on exit, not shared between processes."""
 
 from __future__ import annotations
 
@@ -6,19 +6,33 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 
-from . import StateStore, StreamRecord
+from .base import StateStore, StreamRecord
+
+# Python's own cost of one stream beside its payload (the record object, its bytes and str objects,
+# the map entry), measured with sys.getsizeof on CPython 3.11-3.12 and rounded up.
+ENTRY_OVERHEAD = 512
+
+
+def entry_bytes(stream_id: str, record: StreamRecord) -> int:
+    """What the memory store counts for one stream: id, record payload and Python overhead."""
+    return len(stream_id.encode()) + record.nbytes + ENTRY_OVERHEAD
 
 
 class MemoryStore(StateStore):
-    """Keeps at most `max_streams` streams (0: no bound); writing a new one past the bound evicts
-    the least recently used stream, and `evictions` counts them. An evicted stream starts over at seq 0."""
+    """Keeps at most `max_bytes` of streams (counted by `entry_bytes`) and, if `max_streams` > 0, at
+    most that many streams (0: no bound). A write past a bound evicts the least recently used
+    streams, and `evictions` counts them. An evicted stream starts over at seq 0."""
 
-    def __init__(self, max_streams: int = 100_000) -> None:
+    def __init__(self, max_streams: int = 0, *, max_bytes: int = 1 << 30) -> None:
         if max_streams < 0:
             raise ValueError(f"max_streams must be >= 0 (0: no bound), got {max_streams}")
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes must be >= 0 (0: no bound), got {max_bytes}")
         self.max_streams = max_streams
+        self.max_bytes = max_bytes
         self.evictions = 0
-        self.url = f"memory?max_streams={max_streams}"
+        self.nbytes = 0
+        self.url = f"memory?max_bytes={max_bytes}&max_streams={max_streams}"
         self._records: OrderedDict[str, StreamRecord] = OrderedDict()
         self._meta_values: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -38,16 +52,27 @@ class MemoryStore(StateStore):
             failed = {i for i, r in records.items() if _version(self._records.get(i)) != r.version - 1}
             for i, r in records.items():
                 if i not in failed:
+                    old = self._records.get(i)
+                    if old is not None:
+                        self.nbytes -= entry_bytes(i, old)
                     self._records[i] = r
                     self._records.move_to_end(i)
-            while self.max_streams and len(self._records) > self.max_streams:
-                self._records.popitem(last=False)
+                    self.nbytes += entry_bytes(i, r)
+            while self._records and (
+                (self.max_streams and len(self._records) > self.max_streams)
+                or (self.max_bytes and self.nbytes > self.max_bytes)
+            ):
+                i, old = self._records.popitem(last=False)
+                self.nbytes -= entry_bytes(i, old)
                 self.evictions += 1
         return failed
 
     def delete(self, stream_id: str) -> bool:
         with self._lock:
-            return self._records.pop(stream_id, None) is not None
+            old = self._records.pop(stream_id, None)
+            if old is not None:
+                self.nbytes -= entry_bytes(stream_id, old)
+            return old is not None
 
     def count(self) -> int:
         return len(self._records)

@@ -5,18 +5,30 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from . import StateStore, StreamRecord
+from .base import StateStore, StreamRecord
 
-_FIELDS = (b"version", b"seq", b"steps", b"state", b"context", b"outputs", b"digest", b"updated_at")
+_FIELDS = (
+    b"version",
+    b"seq",
+    b"steps",
+    b"state",
+    b"context",
+    b"prior_state",
+    b"prior_context",
+    b"digest",
+    b"width",
+    b"updated_at",
+)
 _PER_RECORD = len(_FIELDS)
 
-# KEYS: stream keys. ARGV[1]: TTL in seconds (0: none); then 8 values per key, in _FIELDS order.
-# Returns the 1-based indexes of the keys whose stored version was not ARGV's version - 1.
+# KEYS: stream keys. ARGV[1]: TTL in seconds (0: none); then 10 values per key, in _FIELDS order.
+# Returns the 1-based indexes of the keys whose stored version was not ARGV's version - 1. A write
+# replaces the whole hash (DEL, then HSET), so fields of older versions (their stored outputs) go.
 _COMMIT = """
 local ttl = tonumber(ARGV[1])
 local failed = {}
 for i = 1, #KEYS do
-    local base = 1 + (i - 1) * 8
+    local base = 1 + (i - 1) * 10
     local stored = tonumber(redis.call('HGET', KEYS[i], 'version') or '0')
     if stored ~= tonumber(ARGV[base + 1]) - 1 then
         failed[#failed + 1] = i
@@ -26,10 +38,12 @@ local skip = {}
 for _, i in ipairs(failed) do skip[i] = true end
 for i = 1, #KEYS do
     if not skip[i] then
-        local base = 1 + (i - 1) * 8
+        local base = 1 + (i - 1) * 10
+        redis.call('DEL', KEYS[i])
         redis.call('HSET', KEYS[i], 'version', ARGV[base + 1], 'seq', ARGV[base + 2], 'steps', ARGV[base + 3],
-            'state', ARGV[base + 4], 'context', ARGV[base + 5], 'outputs', ARGV[base + 6],
-            'digest', ARGV[base + 7], 'updated_at', ARGV[base + 8])
+            'state', ARGV[base + 4], 'context', ARGV[base + 5], 'prior_state', ARGV[base + 6],
+            'prior_context', ARGV[base + 7], 'digest', ARGV[base + 8], 'width', ARGV[base + 9],
+            'updated_at', ARGV[base + 10])
         if ttl > 0 then redis.call('EXPIRE', KEYS[i], ttl) end
     end
 end
@@ -83,8 +97,10 @@ class RedisStore(StateStore):
                 r.steps,
                 r.state or b"",
                 r.context,
-                r.outputs or b"",
+                b"" if r.prior_state is None else r.prior_state,
+                r.prior_context,
                 r.digest,
+                r.width,
                 repr(r.updated_at),
             ]
         failed = self._commit(keys=[self._key(i) for i in ids], args=args)
@@ -110,14 +126,16 @@ class RedisStore(StateStore):
 
 
 def _record(values: list[bytes | None]) -> StreamRecord:
-    version, seq, steps, state, context, outputs, digest, updated_at = values
+    version, seq, steps, state, context, prior_state, prior_context, digest, width, updated_at = values
     return StreamRecord(
         version=int(version),
         seq=int(seq),
         steps=int(steps),
         state=state or None,
         context=(context or b"").decode(),
-        outputs=outputs or None,
+        prior_state=prior_state or None,
+        prior_context=(prior_context or b"").decode(),
         digest=(digest or b"").decode(),
+        width=int(width or 0),  # absent in hashes written by versions that stored outputs: no replay
         updated_at=float(updated_at or 0),
     )

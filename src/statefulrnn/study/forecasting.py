@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..forecast import ForecastSpec, train_series
+from ..series.spec import ForecastSpec
+from ..series.train import train_series
 from ..train import TrainConfig
 from .common import bar_plot, data_dir, fmt, spread, table, torch_threads
 
