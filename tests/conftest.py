@@ -61,7 +61,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc.wait()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def one_thread() -> Iterator[None]:
     """Tiny models run faster on one intra-op thread, and busy CI cores make OpenMP spin-waits costly."""
     before = torch.get_num_threads()

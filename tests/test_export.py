@@ -32,12 +32,7 @@ TOL = 1e-5
 STEPS = (1, 5, 1, 1, 12, 3)  # calls of the stream: steps per call
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread (conftest.py)
 
 
 def _text_run(path, cell: str, seed: int = 0) -> SequenceModel:

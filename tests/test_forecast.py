@@ -41,12 +41,7 @@ SEASON = 8
 FEW = settings(max_examples=12, deadline=None)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread (conftest.py)
 
 
 # --- synthetic data --------------------------------------------------------------------------------
@@ -408,7 +403,7 @@ def trained(tmp_path_factory):
         config=TrainConfig(**TINY_CONFIG),
         device="cpu",
         progress=False,
-    )
+    ).summary
     return {"run": run, "csv": path, "data": data, "summary": summary}
 
 
@@ -538,7 +533,7 @@ def test_resume_with_more_epochs_continues_the_run(trained, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(trained["run"], run)
     steps_before = trained["summary"]["steps"]
-    summary = train_series(None, run, resume=True, overrides={"epochs": 3}, device="cpu", progress=False)
+    summary = train_series(None, run, resume=True, overrides={"epochs": 3}, device="cpu", progress=False).summary
     assert summary["epochs"] == 3 and summary["steps"] == steps_before * 3 // 2
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [0, 1, 2]
@@ -584,7 +579,7 @@ def test_resume_of_a_run_trained_from_a_series_set_needs_the_series_again(traine
     monkeypatch.chdir(tmp_path)  # any directory but the data file's
     with pytest.raises(ValueError, match="in-memory series: pass them again"):
         train_series(None, run, resume=True, overrides={"epochs": 2}, device="cpu", progress=False)
-    summary = train_series(data, run, resume=True, overrides={"epochs": 2}, device="cpu", progress=False)
+    summary = train_series(data, run, resume=True, overrides={"epochs": 2}, device="cpu", progress=False).summary
     assert summary["epochs"] == 2
 
 
@@ -761,7 +756,7 @@ def test_seasonal_naive_is_perfect_on_a_purely_periodic_series(tmp_path):
     config = TrainConfig(**{**TINY_CONFIG, "epochs": 1})
     summary = train_series(
         data, tmp_path / "run", spec, model_args={"hidden_size": 8}, config=config, device="cpu", progress=False
-    )
+    ).summary
     report = json.loads((tmp_path / "run" / "backtest.json").read_text())
     assert report == jsonable(summary["backtest"])
     for sid in ("p0", "p1"):

@@ -18,14 +18,7 @@ TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
 SETTINGS = settings(max_examples=50, deadline=None)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: one intra-op thread is faster, and on a busy 2-core machine OpenMP spin-waiting
-    made a float32 LSTM window (oneDNN) take ~0.5 s instead of ~0.3 ms."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread (conftest.py)
 
 
 def _model(cell: str, tokens: bool, dtype=torch.float32, hidden: int = 4, layers: int = 2, seed: int = 0, **kw):

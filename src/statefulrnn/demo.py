@@ -69,7 +69,7 @@ def run_demo(
             config=config,
             device=device,
             progress=False,
-        )
+        ).summary
         results["runs"][f"{mode}-{seed}"] = summary
     results["table"] = table(results)
     results["plot"] = str(plot_demo(out, csv, seeds[0]))

@@ -69,9 +69,14 @@ def save_model(run: Path, model: SequenceModel, settings: dict[str, Any]) -> Non
     save_weights(run / WEIGHTS, model)
 
 
+def run_config(model: SequenceModel, settings: dict[str, Any]) -> dict[str, Any]:
+    """What config.json holds: format and version, the model's arguments, and the task's `settings`."""
+    return {"format": FORMAT, "version": VERSION, "model": model.config, **settings}
+
+
 def save_config(run: Path, model: SequenceModel, settings: dict[str, Any]) -> None:
     """Write config.json alone: a resumed run records its new budgets without touching the best weights."""
-    write_json(Path(run) / CONFIG, {"format": FORMAT, "version": VERSION, "model": model.config, **settings})
+    write_json(Path(run) / CONFIG, run_config(model, settings))
 
 
 def weights_bytes(model: torch.nn.Module) -> bytes:
@@ -241,6 +246,9 @@ def load_run(path: str | Path, device: torch.device | str | None = "cpu", *, tas
     run = Run(model, config, path)
     if (path / SUMMARY).is_file():
         run.summary = read_json(path / SUMMARY, "run summary")
+    needed = VOCAB if kind == "text" else TRANSFORMS
+    if not (path / needed).is_file():
+        raise ValueError(f"{path / needed} is missing: the run is incomplete; train it again")
     if kind == "text":
         from .text.vocab import Vocab
 
@@ -249,8 +257,6 @@ def load_run(path: str | Path, device: torch.device | str | None = "cpu", *, tas
         from .series.spec import ForecastSpec
         from .series.transform import transforms_from_json
 
-        if not (path / TRANSFORMS).is_file():
-            raise ValueError(f"{path / TRANSFORMS} is missing: the run is incomplete; train it again")
         run.spec = ForecastSpec(**config["forecast"])
         run.transforms = transforms_from_json((path / TRANSFORMS).read_text(encoding="utf-8"))
         if (path / INTERVALS).is_file():

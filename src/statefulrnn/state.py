@@ -103,7 +103,12 @@ class State:
         return self._map(torch.Tensor.detach)
 
     def reset(self, mask: torch.Tensor | Sequence[bool]) -> State:
-        """Zero the lanes where `mask` (one bool per lane) is true; the others are kept as they are."""
+        """Zero the lanes where `mask` (one bool per lane) is true; the others are kept as they are.
+
+        >>> s = State("gru", torch.ones(1, 3, 2))
+        >>> s.reset([False, True, False]).h[0].tolist()
+        [[1.0, 1.0], [0.0, 0.0], [1.0, 1.0]]
+        """
         mask = torch.as_tensor(mask, dtype=torch.bool, device=self.device)
         if mask.shape != (self.lanes,):
             raise ValueError(f"reset mask must have one entry per lane ({self.lanes}), got shape {tuple(mask.shape)}")

@@ -14,7 +14,7 @@ a request whose stream moved under it is re-read and re-planned.
 
 What a stream keeps is bounded by the model, not by its requests (`max_record_bytes`): not the last
 request's outputs but the state and context from before it, and its digest. A retry recomputes its
-outputs from them in a fused call as wide as the original's, so they equal the original bits on CPU.
+outputs from them in a fused call as wide as the original's: the same bits on one CPU thread.
 What the inputs and outputs of a text or a series run are is the task's business (`tasks.py`).
 """
 
@@ -208,7 +208,7 @@ class StreamingPredictor:
         """Check seqs, run the fused model calls, and build each stream's next record and result.
 
         Retries are answered here (their results set, nothing planned): each reruns from the stored
-        prior state in a call of the width its original ran in, so that its outputs are the same bits.
+        prior state in a call of the width its original ran in (the same bits on one CPU thread).
         """
         lanes: dict[int, _Lane] = {}
         replays: dict[int, _Lane] = {}
@@ -271,9 +271,9 @@ class StreamingPredictor:
     ) -> dict[int, tuple[np.ndarray, bytes | None, int]]:
         """One fused engine call of `width` lanes: `group`'s, then idle ones (zero state and inputs).
 
-        On CPU the bits of a lane's outputs depend on the call's width (BLAS and oneDNN pick their
-        kernels by it), not on the other lanes or the lane's place among them: a retry run in a call
-        of its original width reproduces its outputs exactly (tests/test_stream.py checks this)."""
+        On one CPU thread a lane's bits depend on the call's width (kernels are picked by it), not on its
+        place: a retry in a call of its original width reproduces its outputs exactly; with several
+        threads, rows split by position can differ by float32 rounding (tests/test_stream.py checks both)."""
         first = lanes[group[0]].inputs
         if len(first) == 0:
             empty = np.empty((0, self.n_outputs), np.float32)

@@ -364,5 +364,9 @@ class Trainer:
             "processes": 1 if self.dist is None else self.dist.world_size,
         }
 
+    def run_config(self) -> dict[str, Any]:
+        """The config.json of this training (model arguments, task settings, training settings)."""
+        return runs.run_config(self.model, self._settings())
+
     def _settings(self) -> dict[str, Any]:
         return {**self.settings, "train": asdict(self.config)}

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+
+from conftest import free_port
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
 
@@ -99,12 +100,6 @@ def test_a_distributed_run_resumes_on_two_processes_or_one(single, text_file, tm
         )
         assert summary["steps"] == TOKENS // 64 and summary["processes"] == nproc
         assert_same_training(reference, run)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_steps(run: Path, procs: list[subprocess.Popen], steps: int, timeout: float = 90) -> None:

@@ -11,14 +11,11 @@ import gc
 import json
 import os
 import random
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from urllib.parse import quote
@@ -31,6 +28,7 @@ import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import free_port
 from statefulrnn.model import SequenceModel
 from statefulrnn.runs import atomic_write, save_model
 from statefulrnn.series import ForecastSpec, n_inputs
@@ -41,12 +39,6 @@ from statefulrnn.text import Vocab
 
 TEXT = "the quick brown fox jumps over the lazy dog.\n"
 VOCAB = len(Vocab.build(TEXT))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def token_for(stream: str, seq: int) -> int:
@@ -464,25 +456,6 @@ def test_kill_9_mid_load_then_restart_keeps_every_acknowledged_step(text_run, re
     finally:
         stop(proc)
     check_streams(acked, streams, steps, reference)
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory) -> Iterator[str]:
-    exe = shutil.which("redis-server")
-    if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is not installed; .ci/run installs it with apt")
-        pytest.skip("redis-server is not installed")
-    port = free_port()
-    args = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    proc = subprocess.Popen(args, cwd=tmp_path_factory.mktemp("redis"), stdout=subprocess.DEVNULL)
-    deadline = time.time() + 20
-    while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
-        assert time.time() < deadline and proc.poll() is None, "redis-server did not start"
-        time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait(10)
 
 
 def test_two_server_processes_share_streams_through_redis(text_run, reference, redis_url, tmp_path):

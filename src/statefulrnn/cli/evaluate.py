@@ -1,11 +1,11 @@
-"""`statefulrnn eval`: evaluate a run statefully on a file (`statefulrnn.evaluate.evaluate_run`)."""
+"""`statefulrnn eval`: evaluate a run statefully on a file (`statefulrnn.assess.evaluate_run`)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from ..evaluate import evaluate_run, format_evaluation
+from ..assess import evaluate_run, format_evaluation
 from .common import add_command, add_device_option, add_json_option, emit
 
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..evaluate import format_backtest
+from ..assess import format_backtest
 from ..series import SERIES_MODEL, SERIES_TRAIN, ForecastSpec
 from .common import (
     add_command,
@@ -161,7 +161,7 @@ def run_train_series(args: argparse.Namespace) -> int:
         resume=args.resume,
         overrides=resume_overrides(args),
         progress=not args.quiet,
-    )
+    ).summary
     if "backtest" not in summary:  # a non-zero rank of a distributed run: rank 0 reports
         return 0
     emit(summary, args.json, [_run_line(summary, "steps/s"), format_backtest(summary["backtest"])])
@@ -186,7 +186,7 @@ def run_train_text(args: argparse.Namespace) -> int:
         resume=args.resume,
         overrides=resume_overrides(args),
         progress=not args.quiet,
-    )
+    ).summary
     val = summary.get("val") or {}
     metrics = "validation (stateful): " + ", ".join(f"{k} {v:.4f}" for k, v in val.items())
     emit(summary, args.json, [_run_line(summary, "tokens/s"), metrics if val else "no validation"])

@@ -1,13 +1,16 @@
-"""Lane layouts: how sequences are cut into (lanes, window) batches for stateful training.
+r"""Lane layouts: how sequences are cut into (lanes, window) batches for stateful training.
 
 Starting from one long stream (a book, a year of readings), a layout cuts it into `lanes`
 contiguous pieces side by side and walks along them `window` steps at a time. With a 40-step
 stream, 3 lanes and window 5 (`statefulrnn layout 40 --lanes 3 --window 5 --batches 3`):
 
+    >>> import numpy as np
+    >>> print(ConcatLayout(np.arange(40), lanes=3, window=5).describe().split("\n", 2)[2])
     lane  batch 0    batch 1    batch 2
     0     s0[0:5]    s0[5:10]   s0[10:13] pad2
     1     s0[13:18]  s0[18:23]  s0[23:26] pad2
     2     s0[26:31]  s0[31:36]  s0[36:39] pad2
+    s<d>[a:b] = steps a..b-1 of sequence d;  * = state reset before this step;  pad = masked padding
 
 Each batch is a (lanes, window) block: batch k holds columns k*window .. (k+1)*window of every lane.
 **Lane i of batch k+1 continues lane i of batch k** (the contract Keras states for `stateful=True`),

@@ -44,6 +44,9 @@ def mase(y_true: ArrayLike, y_pred: ArrayLike, insample: ArrayLike, season: int 
 
     Below 1 beats that baseline on average. A perfectly constant in-sample series gives 0 for a
     perfect forecast and inf otherwise.
+
+    >>> mase([3.0, 4.0], [3.5, 4.5], insample=[1.0, 2.0, 3.0])  # naive in-sample error 1.0
+    0.5
     """
     scale = _naive_scale(insample, season)
     err = mae(y_true, y_pred)

@@ -19,7 +19,7 @@ from ..files import atomic_write, write_json
 from ..layout import Layout, Sequences, StatelessLayout, evaluation_layout, pack_layout
 from ..model import SequenceModel
 from ..objectives import Regression
-from ..runs import BACKTEST, INTERVALS, TRANSFORMS, load_model, read_config
+from ..runs import BACKTEST, INTERVALS, TRANSFORMS, Run, read_config
 from ..train import (
     TrainConfig,
     Trainer,
@@ -53,7 +53,7 @@ def validation_layout(val: Sequences, config: TrainConfig) -> Layout:
 
 def train_series(
     source: str | Path | SeriesSet | None,
-    run: str | Path,
+    run: str | Path | None = None,
     spec: ForecastSpec | None = None,
     *,
     read: dict[str, Any] | None = None,
@@ -63,16 +63,20 @@ def train_series(
     resume: bool = False,
     overrides: dict[str, Any] | None = None,
     progress: bool = True,
-) -> dict[str, Any]:
-    """Train a forecaster on the series of a file (or a `SeriesSet`) into run directory `run`, then
-    backtest it at rolling origins against naive and seasonal-naive baselines.
+) -> Run:
+    """Train a forecaster on the series of a file (or a `SeriesSet`), then backtest it at rolling
+    origins against naive and seasonal-naive baselines; the trained `Run` (its `summary["backtest"]`
+    holds the report, its model the weights the summary reports). With `run` (a directory) everything
+    is also written there; without it nothing is written and `resume` is unavailable.
 
     `read` holds `read_series` options (id_col, time_col, target, fill, freq). With `resume=True`,
     continues `run` from its checkpoint with its saved settings (only `overrides` of epochs,
     max_time, max_tokens and patience may change them). Started by torchrun as one of several
     processes, trains data-parallel (see `distributed.py`); only rank 0 backtests and returns the report.
     """
-    run = Path(run)
+    run = None if run is None else Path(run)
+    if resume and run is None:
+        raise ValueError("resume needs the run directory")
     if resume:
         saved = read_config(run)
         if saved.get("task") != "series":
@@ -118,8 +122,9 @@ def train_series(
             "series": len(data),
         },
     }
-    run.mkdir(parents=True, exist_ok=True)
-    if not resume and (dist is None or dist.is_main):
+    if run is not None:
+        run.mkdir(parents=True, exist_ok=True)
+    if run is not None and not resume and (dist is None or dist.is_main):
         atomic_write(run / TRANSFORMS, transforms_to_json(transforms).encode())
     trainer = Trainer(
         model,
@@ -134,15 +139,17 @@ def train_series(
         dist=dist,
     )
     summary = trainer.fit(resume=resume)
+    model, saved = trainer.model.eval(), trainer.run_config()  # the reported (best) weights
+    result = Run(model, saved, run, spec=spec, transforms=transforms, summary=summary)
     if dist is not None and not dist.is_main:
-        return summary
-    model, saved = load_model(run, device_)
-    intervals = calibrate_intervals(model, data, transforms, spec, saved) if spec.interval else {}
-    write_json(run / INTERVALS, {"coverage": spec.interval, "series": intervals})
-    report = backtest_series(model, data, transforms, spec, saved, intervals)
-    write_json(run / BACKTEST, report)
-    summary.update(layout=layout.summary(), run=str(run), backtest=report)
-    return summary
+        return result
+    result.intervals = calibrate_intervals(model, data, transforms, spec, saved) if spec.interval else {}
+    report = backtest_series(model, data, transforms, spec, saved, result.intervals)
+    if run is not None:
+        write_json(run / INTERVALS, {"coverage": spec.interval, "series": result.intervals})
+        write_json(run / BACKTEST, report)
+    summary.update(layout=layout.summary(), run=None if run is None else str(run), backtest=report)
+    return result
 
 
 def calibrate_intervals(

@@ -19,7 +19,7 @@ class StreamRecord:
 
     Exactly-once replay keeps no outputs: a retry of the last step request is answered by running
     that request again from `prior_state` and `prior_context` (what the stream held before it), in
-    a fused call of the same `width`, so the replayed outputs equal the original ones bit for bit.
+    a fused call of the same `width` (bit for bit on one CPU thread, to float32 rounding on several).
     A record's size therefore depends on the model (its state) and, for series runs, on the
     transform and differencing tail, never on how long a request was or how large the vocabulary is.
 

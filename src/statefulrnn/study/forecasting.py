@@ -138,7 +138,7 @@ def run_suite(
                 start = time.perf_counter()
                 s = train_series(
                     file, out / f"{name}-{mode}-{seed}", ForecastSpec(**spec), read=read, config=config, progress=False
-                )
+                ).summary
                 runs.append({"seed": seed, "wall_s": time.perf_counter() - start, "backtest": s["backtest"]})
                 m = s["backtest"]["mean"]
                 if log:

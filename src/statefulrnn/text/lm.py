@@ -14,7 +14,7 @@ from ..distributed import init_distributed
 from ..layout import evaluation_layout, training_layout
 from ..model import SequenceModel
 from ..objectives import NextToken
-from ..runs import VOCAB, load_run, read_config
+from ..runs import VOCAB, Run, load_run, read_config
 from ..train import (
     TrainConfig,
     Trainer,
@@ -28,7 +28,7 @@ from .vocab import Vocab
 
 def train_text(
     source: str | Path | None,
-    run: str | Path,
+    run: str | Path | None = None,
     *,
     level: str | None = None,
     val: str | Path | None = None,
@@ -40,8 +40,12 @@ def train_text(
     resume: bool = False,
     overrides: dict[str, Any] | None = None,
     progress: bool = True,
-) -> dict[str, Any]:
-    """Train a language model on a text file or prepared corpus directory, into run directory `run`.
+) -> Run:
+    """Train a language model on a text file or prepared corpus directory; the trained `Run`.
+
+    The returned run's model holds the weights its `summary` reports (the best on validation). With
+    `run` (a directory), everything is also written there: config, vocabulary, weights, checkpoint,
+    metrics, curves; without it nothing is written and `resume` is unavailable.
 
     `level` defaults to characters for a text file and to the prepared level for a directory. A text
     file without `val` or `val_fraction` holds out its last 10% for validation.
@@ -51,8 +55,10 @@ def train_text(
 
     Started by torchrun as one of several processes, trains data-parallel (see `distributed.py`).
     """
-    run = Path(run)
+    run = None if run is None else Path(run)
     vocab = None
+    if resume and run is None:
+        raise ValueError("resume needs the run directory")
     if resume:
         saved = read_config(run)
         if saved.get("task") != "text":
@@ -95,7 +101,7 @@ def train_text(
             "val_unknown": None if valid is None else valid.n_unknown,
         },
     }
-    if not resume and (dist is None or dist.is_main):
+    if run is not None and not resume and (dist is None or dist.is_main):
         run.mkdir(parents=True, exist_ok=True)
         train.vocab.save(run / VOCAB)
     trainer = Trainer(
@@ -112,8 +118,8 @@ def train_text(
     )
     summary = trainer.fit(resume=resume)
     summary["layout"] = train_layout.summary()
-    summary["run"] = str(run)
-    return summary
+    summary["run"] = None if run is None else str(run)
+    return Run(trainer.model.eval(), trainer.run_config(), run, vocab=train.vocab, summary=summary)
 
 
 def load_text_run(run: str | Path, device: str | None = "auto") -> tuple[SequenceModel, Vocab, dict[str, Any]]:

@@ -58,9 +58,15 @@ def raw_tokens(piece: str, level: str) -> np.ndarray | list[str]:
 
 
 def tokenize(text: str, level: str) -> list[str]:
-    """The tokens of `text` as a vocabulary names them: its characters (char level), or its words
+    r"""The tokens of `text` as a vocabulary names them: its characters (char level), or its words
     with `<eos>` for each line break (word level). `Vocab.encode(text)` gives the ids of exactly these
-    tokens (a literal "<eos>" word is the line-end token too)."""
+    tokens (a literal "<eos>" word is the line-end token too).
+
+    >>> tokenize("to be\nor not", "word")
+    ['to', 'be', '<eos>', 'or', 'not']
+    >>> tokenize("ab\n", "char")
+    ['a', 'b', '\n']
+    """
     check_level(level)
     if level == "char":
         return list(text)

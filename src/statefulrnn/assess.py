@@ -1,4 +1,4 @@
-"""Evaluating a trained run on new data, whichever its task, and the text of the results.
+"""Assessing a trained run on new data, whichever its task, and the text of the results.
 
 `evaluate_run` reads the run's task and calls `evaluate_text` (a stateful pass over a text file) or
 `evaluate_series_run` (a rolling-origin backtest against naive and seasonal-naive forecasts). Both
