@@ -34,8 +34,8 @@ def _series(n: int, freq: str | None = "h", start: str = "2024-01-01 05:00") -> 
 def test_phase_from_a_series_equals_phase_from_its_first_position_bit_for_bit(freq, season):
     s = _series(100, freq)
     from_series = phase_features(s, season)
-    start, step = first_position(s, season), phase_step(s)
-    assert step == {"30min": 30, "2D": 2}.get(freq, 1)
+    start, step = first_position(s, season), 1  # positions count steps, whatever the frequency's multiple
+    assert phase_step(s) == {"30min": 30, "2D": 2}.get(freq, 1)  # period ordinals count the base unit
     from_position = phase_features(start, season, len(s), step=step)
     assert from_series.shape == (100, 2)
     np.testing.assert_array_equal(from_series, from_position)
@@ -90,3 +90,15 @@ def test_the_series_package_loads_no_training_code_until_asked():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize("freq, season", [("30min", 48), ("h", 24), ("2D", 7), ("MS", 12)])
+def test_phase_features_follow_the_season_in_steps_and_match_a_stream(freq, season):
+    """Period ordinals of a multiple frequency count its base unit (30 per "30min" step): the phase
+    must still repeat every `season` steps, and a stream started at `first_position` must see the same."""
+    times = pd.date_range("2000-06-05 00:30", periods=5 * season + 3, freq=freq)
+    s = Series("x", times.to_numpy(), np.arange(len(times), dtype=np.float64), freq=freq)
+    f = phase_features(s, season)
+    np.testing.assert_allclose(f[:season], f[season : 2 * season], atol=1e-12)
+    assert len({tuple(np.round(r, 9)) for r in f[:season]}) == season  # every position in the season differs
+    np.testing.assert_allclose(phase_features(first_position(s, season), season, len(s)), f, atol=1e-9)

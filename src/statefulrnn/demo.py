@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .files import write_json
 from .series.forecast import load_series_run, read_intervals, rolling_forecasts
 from .series.plot import plot_forecast
 from .series.read import read_series
@@ -45,7 +46,9 @@ def run_demo(
 ) -> dict:
     """Train stateful and stateless LSTMs (one run per seed) on the Seattle series, backtest, plot.
 
-    One thread by default: these small models gain nothing from more, and lose a lot to busy cores.
+    Writes into `out` a run per mode and seed, forecast.png, results.json (every number) and
+    table.txt; returns the results. One thread by default: these small models gain nothing from more,
+    and lose a lot to busy cores.
     """
     import torch
 
@@ -73,6 +76,8 @@ def run_demo(
         results["runs"][f"{mode}-{seed}"] = summary
     results["table"] = table(results)
     results["plot"] = str(plot_demo(out, csv, seeds[0]))
+    write_json(out / "results.json", results)
+    (out / "table.txt").write_text(format_table(results["table"]) + "\n")
     return results
 
 

@@ -104,8 +104,9 @@ def load_weights(path: Path, model: torch.nn.Module) -> None:
         raise ValueError(f"{path} does not fit the model in config.json: {str(e).splitlines()[0]}") from None
 
 
-def read_config(run: Path) -> dict[str, Any]:
-    """The run's config.json, checked to be a statefulrnn run of a version this build reads."""
+def read_config(run: Path, task: str | None = None) -> dict[str, Any]:
+    """The run's config.json, checked to be a statefulrnn run of a version this build reads (and, given
+    `task`, a run of that task)."""
     run = Path(run)
     if not run.is_dir():
         raise ValueError(f"run directory {run} does not exist")
@@ -114,6 +115,8 @@ def read_config(run: Path) -> dict[str, Any]:
         raise ValueError(f"{run / CONFIG} is not a statefulrnn run config")
     if config.get("version") != VERSION:
         raise ValueError(f"run format version {config.get('version')} is not supported (this build reads {VERSION})")
+    if task is not None and config.get("task") != task:
+        raise ValueError(f"{run} is a {config.get('task')} run, not a {task} run")
     return config
 
 
@@ -237,10 +240,9 @@ def load_run(path: str | Path, device: torch.device | str | None = "cpu", *, tas
     safetensors and JSON; never imports training code.
     """
     path = Path(path)
+    read_config(path, task)
     model, config = load_model(path, resolve_device(device))
     kind = config.get("task")
-    if task is not None and kind != task:
-        raise ValueError(f"{path} is a {kind} run, not a {task} run")
     if kind not in TASKS:
         raise ValueError(f"{path} is a {kind!r} run; only text and series runs can be loaded for prediction")
     run = Run(model, config, path)

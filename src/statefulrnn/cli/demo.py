@@ -32,7 +32,6 @@ def add_demo_command(commands: argparse._SubParsersAction) -> None:
 
 def run_demo_command(args: argparse.Namespace) -> int:
     from ..demo import format_table, run_demo
-    from ..files import write_json
 
     for name in ("epochs", "threads"):
         if getattr(args, name) < 1:
@@ -45,10 +44,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         threads=args.threads,
     )
-    # The run's files besides the runs and the plot: results.json and the table as text.
-    write_json(args.out / "results.json", results)
     text = format_table(results["table"])
-    (args.out / "table.txt").write_text(text + "\n")
     interval = results["runs"][f"stateful-{args.seeds[0]}"]["backtest"].get("interval")
     lines = [
         "",

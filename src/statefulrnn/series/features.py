@@ -17,24 +17,13 @@ from .transform import Transform, frame
 
 
 def first_position(series: Series, season: int) -> int:
-    """The position within the season of a series' first step, as `phase_features` counts it.
-
-    From the period ordinal of its first timestamp at the series' frequency; 0 when it has none.
-    """
-    if series.freq is not None:
-        try:
-            return int(pd.DatetimeIndex(series.timestamps[:1]).to_period(series.freq).asi8[0]) % season
-        except (ValueError, TypeError, AttributeError):
-            pass
-    return 0
+    """The position within the season of a series' first step, as `phase_features` counts it."""
+    return int(_positions(series)[0]) % season if len(series) else 0
 
 
 def phase_step(series: Series) -> int:
-    """How far the position moves per step of the series, as `phase_features` counts it.
-
-    1 for most frequencies, but the period ordinals of a multiple frequency count its base unit:
-    30 per step at "30min", 2 at "2D". A stream continuing a series advances by this per step.
-    """
+    """How far a period ordinal moves per step of the series: 1 for most frequencies, but the ordinals
+    of a multiple frequency count its base unit (30 per step at "30min", 2 at "2D")."""
     if series.freq is not None:
         try:
             stamps = pd.date_range(series.timestamps[0], periods=2, freq=series.freq)
@@ -47,23 +36,31 @@ def phase_step(series: Series) -> int:
 def phase_features(start: Series | int, season: int, length: int | None = None, *, step: int = 1) -> np.ndarray:
     """(T, 2) sin/cos of each step's position within the season.
 
-    `start` is a `Series` (T = its length; positions are the period ordinals of its timestamps where
-    its frequency allows, else the step index) or the integer position of the first step: then
-    `length` steps follow it, `step` apart (`phase_step` of the series; `first_position` gives the start).
+    `start` is a `Series` (T = its length; positions count its steps from the epoch where its
+    frequency allows, so the phase follows the calendar, else from its first step) or the integer
+    position of the first step: then `length` steps follow it, `step` apart (a stream: 1 per step;
+    `first_position` gives the start).
     """
     if isinstance(start, Series):
-        positions = np.arange(len(start), dtype=np.float64)
-        if start.freq is not None:
-            try:
-                positions = pd.DatetimeIndex(start.timestamps).to_period(start.freq).asi8.astype(np.float64)
-            except (ValueError, TypeError, AttributeError):
-                pass
+        positions = _positions(start)
     else:
         if length is None:
             raise ValueError("phase_features from a start position needs the number of steps (length)")
         positions = int(start) + step * np.arange(length)
     angle = 2 * np.pi * np.mod(positions, season) / season
     return np.column_stack([np.sin(angle), np.cos(angle)])
+
+
+def _positions(series: Series) -> np.ndarray:
+    """Each step's count of steps since the epoch (period ordinals over the frequency's multiple, so that
+    "30min" data advances 1 per step, like every other frequency), else its index."""
+    if series.freq is not None:
+        try:
+            ordinals = pd.DatetimeIndex(series.timestamps).to_period(series.freq).asi8
+            return (ordinals // phase_step(series)).astype(np.float64)
+        except (ValueError, TypeError, AttributeError):
+            pass
+    return np.arange(len(series), dtype=np.float64)
 
 
 def model_inputs(series: Series, transform: Transform, spec: ForecastSpec) -> tuple[np.ndarray, np.ndarray]:

@@ -78,9 +78,7 @@ def train_series(
     if resume and run is None:
         raise ValueError("resume needs the run directory")
     if resume:
-        saved = read_config(run)
-        if saved.get("task") != "series":
-            raise ValueError(f"{run} is a {saved.get('task')} run, not a series run")
+        saved = read_config(run, task="series")
         source = source or saved["data"]["source"]
         if source is None:
             raise ValueError(f"{run} was trained on in-memory series: pass them again to resume")

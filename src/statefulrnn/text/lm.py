@@ -60,9 +60,7 @@ def train_text(
     if resume and run is None:
         raise ValueError("resume needs the run directory")
     if resume:
-        saved = read_config(run)
-        if saved.get("task") != "text":
-            raise ValueError(f"{run} is not a text run")
+        saved = read_config(run, task="text")
         data = saved["data"]
         source = source or data["source"]
         level, val, val_fraction = data["level"], data["val"], data["val_fraction"]
