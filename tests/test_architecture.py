@@ -20,6 +20,10 @@ MAX_LINES = 400
 TRAINING = ("statefulrnn.train", "statefulrnn.distributed", "statefulrnn.text.lm", "statefulrnn.series.train")
 
 
+def is_training(module: str) -> bool:
+    return any(module == t or module.startswith(t + ".") for t in TRAINING)
+
+
 def module_name(path: Path) -> str:
     parts = path.relative_to(SRC.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
@@ -125,7 +129,7 @@ def test_serving_modules_never_import_training_even_inside_functions() -> None:
                 if nxt not in seen:
                     seen.add(nxt)
                     todo.append(nxt)
-        leaks = sorted(x for x in seen if x.startswith(TRAINING))
+        leaks = sorted(x for x in seen if is_training(x))
         assert not leaks, f"{m} reaches training modules: {leaks}"
 
 
@@ -173,5 +177,18 @@ print(json.dumps(sorted(m for m in sys.modules if m.startswith("statefulrnn"))))
     assert out.returncode == 0, out.stderr
     loaded = json.loads(out.stdout.strip().splitlines()[-1])
     assert "statefulrnn.stream" in loaded and "statefulrnn.server" in loaded
-    leaks = [m for m in loaded if m.startswith(TRAINING)]
+    leaks = [m for m in loaded if is_training(m)]
     assert not leaks, f"serving loaded training modules: {leaks}"
+
+
+def test_the_cli_parser_loads_no_training_code() -> None:
+    """`statefulrnn serve` with one worker serves from the CLI's own process: parsing must not load the trainer."""
+    code = (
+        "import json, sys; from statefulrnn.cli.main import build_parser; build_parser();"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('statefulrnn'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "statefulrnn.cli.main" in loaded
+    assert not [m for m in loaded if is_training(m)], loaded

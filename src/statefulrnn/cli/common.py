@@ -13,12 +13,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, fields
 from typing import Any
 
-from ..distributed import DistributedError
 from ..files import jsonable
 from ..model import ModelConfig
 from ..precision import PRECISIONS
 from ..state import CELLS
-from ..train import TrainConfig
+from ..train_config import TrainConfig
 
 # Errors a user can fix: printed as one line, exit status 2. Anything else is a bug in statefulrnn.
 USER_ERRORS = (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, UnicodeError)
@@ -207,6 +206,8 @@ def error_report(e: Exception) -> tuple[str, int]:
     """
     if isinstance(e, USER_ERRORS):
         return f"statefulrnn: error: {one_line(e)}", 2
+    from ..distributed import DistributedError  # here, so that parsing and serving never load torch.distributed
+
     if isinstance(e, DistributedError):
         return f"statefulrnn: error: {one_line(e)}", 1
     return f"statefulrnn: internal error: {type(e).__name__}: {one_line(e)} (rerun with --debug for the traceback)", 1

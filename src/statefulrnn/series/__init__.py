@@ -52,12 +52,10 @@ from .metrics import (
     smape,
 )
 from .read import read_series, series_from_frame
-from .spec import ForecastSpec
+from .spec import SERIES_MODEL, SERIES_TRAIN, ForecastSpec
 from .transform import Transform, frame, transforms_from_json, transforms_to_json
 
 _LAZY = {
-    "SERIES_MODEL": "train",
-    "SERIES_TRAIN": "train",
     "calibrate_intervals": "train",
     "train_series": "train",
     "plot_forecast": "plot",

@@ -18,6 +18,11 @@ from .data import Series
 from .metrics import rolling_origins
 from .transform import Transform
 
+SERIES_MODEL = {"hidden_size": 64, "num_layers": 1}
+"""A series run's model unless told otherwise: small series want a small model."""
+SERIES_TRAIN = {"lanes": 16, "window": 48, "epochs": 40, "lr": 3e-3, "eval_window": 512}
+"""A series run's training settings unless told otherwise (the rest are `TrainConfig`'s defaults)."""
+
 
 @dataclass
 class ForecastSpec:

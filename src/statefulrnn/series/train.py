@@ -30,11 +30,8 @@ from .data import SeriesSet
 from .features import model_inputs, n_inputs
 from .forecast import backtest_series, observed_windows, origin_forecasts, run_mode
 from .read import read_series
-from .spec import ForecastSpec
+from .spec import SERIES_MODEL, SERIES_TRAIN, ForecastSpec
 from .transform import Transform, transforms_to_json
-
-SERIES_MODEL = {"hidden_size": 64, "num_layers": 1}
-SERIES_TRAIN = {"lanes": 16, "window": 48, "epochs": 40, "lr": 3e-3, "eval_window": 512}
 
 STATELESS_VAL_WINDOWS_PER_LANE = 8
 """A stateless run validates on windows of `window` steps (48 by default) where a stateful one runs
