@@ -129,9 +129,9 @@ class SequenceModel(nn.Module):
         Returns:
             outputs (lanes, T, n_outputs) and the state after the last step.
         """
-        inputs = self.drop(self.embedding(x) if self.embedding is not None else x)
+        inputs = self.drop(self.embedding(x) if self.embedding is not None else x)  # (lanes, T, input_size)
         if resets is None:
-            hidden, hx = self.rnn(inputs, None if state is None else state.to_torch())
+            hidden, hx = self.rnn(inputs, None if state is None else state.to_torch())  # (lanes, T, hidden)
             return self.head(self.drop(hidden)), State.from_torch(self.cell, hx)
         hidden, state = self._run_with_resets(inputs, state, resets)
         return self.head(self.drop(hidden)), state

@@ -127,10 +127,10 @@ class Trainer:
             if getattr(self.model, "dropout", 0):
                 self.dist.seed_step(self.config.seed, self.cursor["step"])
         dtype = next(self.model.parameters()).dtype
-        t = to_tensors(batch, self.device, dtype)
+        t = to_tensors(batch, self.device, dtype)  # inputs (lanes, window[, features]); targets, mask alike
         with torch.autocast(self.device.type, torch.bfloat16, enabled=self.config.precision == "bf16"):
             if self.train_layout.stateful:
-                out, state = self.net(t["inputs"], self.state, t.get("resets"))
+                out, state = self.net(t["inputs"], self.state, t.get("resets"))  # out (lanes, window, n_outputs)
                 self.state = state.detach().to(dtype=dtype)
             else:
                 start = None
