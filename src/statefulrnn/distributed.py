@@ -201,8 +201,16 @@ def init_distributed(device: torch.device) -> Distributed | None:
 
 
 def _destroy() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    if not dist.is_initialized():
+        return
+    if dist.get_backend() == "gloo" and dist.get_world_size() > 1:
+        # Leave together: a rank that tears down gloo while a peer still holds its connections can make
+        # that peer abort at exit (std::terminate, signal 6), seen on busy machines. A dead peer: give up.
+        try:
+            dist.monitored_barrier(timeout=timedelta(seconds=30))
+        except RuntimeError:
+            pass
+    dist.destroy_process_group()
 
 
 def launch(nproc: int, argv: Sequence[str]) -> int:
