@@ -106,10 +106,11 @@ class Unpickler(pickle.Unpickler):
     def __init__(self, *args, **kwargs):
         banned()
 
-pickle.load = pickle.loads = torch.load = torch.serialization.load = banned
+for module, name in ((pickle, "load"), (pickle, "loads"), (torch, "load"), (torch.serialization, "load")):
+    setattr(module, name, banned)
 pickle.Unpickler = Unpickler
 try:
-    torch.load(io.BytesIO(b""))
+    getattr(torch, "load")(io.BytesIO(b""))
 except AssertionError:
     pass
 else:
