@@ -5,10 +5,7 @@ that grew with request length and vocabulary size (a 4,096-character request kep
 from __future__ import annotations
 
 import logging
-import socket
 import string
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -17,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-import uvicorn
+from test_server import ThreadedServer  # uvicorn with the production settings, in a thread
 
 from statefulrnn.model import SequenceModel
 from statefulrnn.runs import atomic_write, save_model
@@ -50,29 +47,6 @@ def series_run(tmp_path_factory) -> Path:
     transform = spec.transform().fit(5 + np.sin(np.arange(60)))
     atomic_write(path / "transforms.json", transforms_to_json({"a": transform}).encode())
     return path
-
-
-class ThreadedServer:
-    """uvicorn serving an app on a free port of 127.0.0.1, in a thread of this process."""
-
-    def __init__(self, app) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.time() + 30
-        while not self.server.started:
-            assert time.time() < deadline and self.thread.is_alive(), "the server did not start"
-            time.sleep(0.02)
-        return f"http://127.0.0.1:{self.port}"
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(15)
 
 
 class _Records(logging.Handler):
