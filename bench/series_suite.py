@@ -30,10 +30,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--only", nargs="*", default=None, help=f"series to run: {', '.join(SUITE)}, many")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--modes", nargs="+", default=["stateful", "stateless"], choices=("stateful", "stateless"))
+    p.add_argument("--ensemble", type=int, default=1, help="models per run (median forecast)")
     args = p.parse_args(argv)
     pin_malloc()
     results = run_suite(
-        args.out, args.only or suite_names(), args.seeds, args.epochs, log=lambda s: print(s, flush=True)
+        args.out,
+        args.only or suite_names(),
+        args.seeds,
+        args.epochs,
+        log=lambda s: print(s, flush=True),
+        modes=args.modes,
+        ensemble=args.ensemble,
     )
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     text = markdown_table(results) + (

@@ -18,6 +18,7 @@ from statefulrnn.files import jsonable
 from statefulrnn.layout import PackLayout, as_sequences
 from statefulrnn.model import SequenceModel
 from statefulrnn.series import forecast as fc
+from statefulrnn.series import select as sel
 from statefulrnn.series import train as tr
 from statefulrnn.series.data import Series, SeriesSet
 from statefulrnn.series.features import model_inputs, n_inputs
@@ -142,7 +143,10 @@ def test_a_series_far_too_short_reports_zero_training_steps_not_a_negative_count
     [
         ({"horizon": 0}, "horizon must be an integer >= 1"),
         ({"horizon": 6, "season": 0}, "season must be"),
-        ({"horizon": 6, "test_windows": 0}, "test_windows must be"),
+        ({"horizon": 6, "test_windows": -1}, "test_windows must be"),
+        ({"horizon": 6, "seasonal_diff": -2}, "seasonal_diff must be"),
+        ({"horizon": 6, "diff": 3}, "diff must be 0, 1 or 2"),
+        ({"horizon": 6, "scale": "log"}, "scale=.log. is not one of"),
         ({"horizon": 6, "interval": 1.0}, r"interval must be a coverage in \[0, 1\)"),
         ({"horizon": 2.5}, "horizon must be an integer"),
     ],
@@ -526,7 +530,9 @@ def test_evaluate_series_run_on_the_training_file_reproduces_the_backtest(traine
         for who, metrics in scores.items():
             for m, v in metrics.items():
                 assert report["series"][sid][who][m] == pytest.approx(v, rel=1e-9, abs=1e-12)
+    coverage, saved_coverage = report["interval"].pop("series"), saved["interval"].pop("series")
     assert report["interval"] == pytest.approx(saved["interval"])
+    assert coverage == pytest.approx(saved_coverage)
 
 
 def test_resume_with_more_epochs_continues_the_run(trained, tmp_path):
@@ -625,7 +631,8 @@ def test_coverage_counts_actuals_on_or_inside_a_hand_built_band(monkeypatch):
     monkeypatch.setattr(fc, "origin_forecasts", _forecasts_off_by(errors))
     data = SeriesSet((_cover_series("a"), _cover_series("b")))
     report = backtest_series(None, data, {"a": None, "b": None}, spec, COVER_CONFIG, {"a": band.tolist()})
-    assert report["interval"] == {"nominal": 0.75, "coverage": 4 / 8, "points": 8}
+    expected = {"nominal": 0.75, "coverage": 4 / 8, "points": 8, "series": {"a": 4 / 8}}
+    assert report["interval"] == {**expected, "series_min": 4 / 8, "series_max": 4 / 8}
     # the bounds themselves: the forecast shifted by the band, per step
     f = rolling_forecasts(None, data[0], None, spec, COVER_CONFIG, {"a": band.tolist()})
     np.testing.assert_array_equal(f["lo"], f["model"] + band[:, 0])
@@ -634,11 +641,12 @@ def test_coverage_counts_actuals_on_or_inside_a_hand_built_band(monkeypatch):
 
 def test_calibrated_intervals_are_the_residual_quantile_and_give_the_coverage_they_imply(monkeypatch):
     """Split conformal with known residuals: |residual| at step h runs over (h + 1) * {0.25, ..., 2.25} on
-    the 9 validation origins, so the 0.75 quantile (the 7th of 9) is (h + 1) * 1.75; test errors are set
-    as multiples f of that half-width, so a point is covered exactly when |f| <= 1."""
+    the 9 validation origins, so the finite-sample 0.75 quantile (the ceil(10 * 0.75) = 8th of 9) is
+    (h + 1) * 2.0; test errors are set as multiples f of that half-width, so a point is covered exactly
+    when |f| <= 1."""
     spec = ForecastSpec(**COVER_SPEC)
     steps = np.arange(1, 5)
-    half = 1.75 * steps
+    half = 2.0 * steps
     errors: dict[str, dict[int, np.ndarray]] = {}
     for sid in ("a", "b"):
         errors[sid] = {o: (-1.0) ** i * 0.25 * (i + 1) * steps for i, o in enumerate(range(20, 29))}
@@ -650,7 +658,7 @@ def test_calibrated_intervals_are_the_residual_quantile_and_give_the_coverage_th
     }
     for (sid, o), factors in f.items():
         errors[sid][o] = np.array(factors) * half
-    monkeypatch.setattr(tr, "origin_forecasts", _forecasts_off_by(errors))  # looked up by calibrate_intervals
+    monkeypatch.setattr(sel, "origin_forecasts", _forecasts_off_by(errors))  # looked up by calibrate_intervals
     monkeypatch.setattr(fc, "origin_forecasts", _forecasts_off_by(errors))  # ... and by backtest_series
     data = SeriesSet((_cover_series("a"), _cover_series("b", filled=(36,))))
     transforms = {"a": None, "b": None}
@@ -658,7 +666,12 @@ def test_calibrated_intervals_are_the_residual_quantile_and_give_the_coverage_th
     for sid in ("a", "b"):
         np.testing.assert_array_equal(np.asarray(intervals[sid]), np.stack([-half, half], axis=1))
     report = backtest_series(None, data, transforms, spec, COVER_CONFIG, intervals)
-    assert report["interval"] == {"nominal": 0.75, "coverage": 9 / 15, "points": 15}
+    assert {k: report["interval"][k] for k in ("nominal", "coverage", "points")} == {
+        "nominal": 0.75,
+        "coverage": 9 / 15,
+        "points": 15,
+    }
+    assert report["interval"]["series"] == {"a": 5 / 8, "b": 4 / 7}
 
 
 @FEW

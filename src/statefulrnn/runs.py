@@ -44,6 +44,9 @@ VOCAB = "vocab.json"
 TRANSFORMS = "transforms.json"
 INTERVALS = "intervals.json"
 BACKTEST = "backtest.json"
+SELECTION = "selection.json"
+MEMBERS = "members"
+"""A series ensemble keeps member k (k >= 1) as a whole run in RUN/members/k; member 0 is the run itself."""
 TASKS = ("text", "series")
 
 
@@ -216,6 +219,7 @@ class Run:
         transforms: series runs: the fitted `Transform` of every training series.
         intervals: series runs: interval half-widths per series and step ahead ({} when off).
         summary: what training reported (summary.json), when known.
+        members: series ensembles: the other members' models (the run's own model is the first).
     """
 
     model: SequenceModel
@@ -226,6 +230,12 @@ class Run:
     transforms: dict[str, Any] = field(default_factory=dict)
     intervals: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] | None = None
+    members: list[SequenceModel] = field(default_factory=list)
+
+    @property
+    def models(self) -> list[SequenceModel]:
+        """Every model of the run: its own, then the ensemble's other members (forecasts take their median)."""
+        return [self.model, *self.members]
 
     @property
     def task(self) -> str:
@@ -263,4 +273,9 @@ def load_run(path: str | Path, device: torch.device | str | None = "cpu", *, tas
         run.transforms = transforms_from_json((path / TRANSFORMS).read_text(encoding="utf-8"))
         if (path / INTERVALS).is_file():
             run.intervals = read_json(path / INTERVALS, "intervals").get("series", {})
+        for k in range(1, int(config.get("ensemble", 1))):
+            member = path / MEMBERS / str(k)
+            if not (member / WEIGHTS).is_file():
+                raise ValueError(f"{member / WEIGHTS} is missing: the ensemble is incomplete; resume its training")
+            run.members.append(load_model(member, resolve_device(device))[0])
     return run

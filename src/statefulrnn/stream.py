@@ -160,7 +160,7 @@ class StreamingPredictor:
         neither a trained series nor given one gets a transform fitted on this history.
         """
         if isinstance(history, Series):
-            position = first_position(history, self.spec.season) if position is None else position
+            position = first_position(history, self.spec.period) if position is None else position
             values = history.values if history.features is None else np.column_stack([history.values, history.features])
             series = series or (history.id if history.id in self.transforms else None)
             history = values

@@ -6,8 +6,9 @@ its state. `StreamingPredictor` holds one task and never asks which kind of run 
 
     text    inputs: token ids or a string; outputs: next-token logits; no context
     series  inputs: raw values (rows [value, feature, ...] with features); outputs: forecasts of the
-            next `horizon` values in original units; context: the series' transform, the last raw
-            values differencing needs, and the phase within the season
+            next `horizon` values in original units; context: the series' name (or the transform fitted
+            on a new stream's history), the last raw values differencing needs, and the position
+            within the seasonal cycle
 """
 
 from __future__ import annotations
@@ -121,9 +122,10 @@ class SeriesTask:
         return 1 + len(self.spec.features)
 
     @property
-    def season(self) -> int:
-        """The period of the phase inputs (1 when the run has none): a stream keeps its phase modulo it."""
-        return self.spec.season if self.spec.phase and self.spec.season > 1 else 1
+    def period(self) -> int:
+        """The cycle of the phase inputs and seasonal profile (1 when the run has none): a stream keeps its
+        position modulo it."""
+        return self.spec.period if self.spec.phases or self.spec.deseason else 1
 
     def check_inputs(self, x: Any) -> np.ndarray:
         """float64 (T, raw_width) finite values."""
@@ -157,22 +159,35 @@ class SeriesTask:
     def max_context_bytes(self) -> int:
         """The series name, the transform with every number at its longest, `offset` tail values, the phase."""
         longest = max(self.transforms, key=lambda n: len(json.dumps(n)), default=None)
-        n = self.spec.transform().offset + 2
-        features = np.zeros((n, len(self.spec.features))) if self.spec.features else None
-        candidates = [self.spec.transform().fit(np.arange(n, dtype=np.float64), features), *self.transforms.values()]
+        fresh = self.spec.transform()  # the shape of a transform fitted on a new stream's history
+        fresh.center, fresh.spread = 0.0, 1.0
+        if self.spec.features:
+            fresh.feature_center = fresh.feature_spread = np.zeros(len(self.spec.features))
+        if fresh.deseason:
+            fresh.profile = np.zeros(self.spec.period)
+        candidates = [fresh, *self.transforms.values()]
         worst = 0
         for t in candidates:
             d = {k: _longest_numbers(v) for k, v in t.to_dict().items()}
             context = {"series": longest, "transform": d, "tail": [_LONGEST_FLOAT] * t.offset}
-            worst = max(worst, len(json.dumps({**context, "position": self.season - 1})))
+            worst = max(worst, len(json.dumps({**context, "position": self.period - 1})))
         return worst
 
     def transform_for(
-        self, inputs: np.ndarray, context: dict, *, stream_id: str, series: str | None, fresh: bool
+        self,
+        inputs: np.ndarray,
+        context: dict,
+        *,
+        stream_id: str,
+        series: str | None,
+        fresh: bool,
+        position: int | None = None,
     ) -> tuple[str | None, Transform]:
         """The stream's transform: kept in its context, a trained series', or (warm-up) fitted on the inputs."""
         if "transform" in context:
             return context.get("series"), Transform.from_dict(context["transform"])
+        if context.get("series") in self.transforms:
+            return context["series"], self.transforms[context["series"]]
         name = series
         if name is None and stream_id in self.transforms:
             name = stream_id
@@ -189,7 +204,7 @@ class SeriesTask:
                 "transform to use) or warm the stream up on a history first"
             )
         values, feats = inputs[:, 0], inputs[:, 1:] if inputs.shape[1] > 1 else None
-        return None, self.spec.transform().fit(values, feats)
+        return None, self.spec.transform().fit(values, feats, int(position or 0))
 
     def prepare(
         self,
@@ -202,44 +217,50 @@ class SeriesTask:
         fresh: bool,
     ) -> Prepared:
         """Transformed values, scaled features and phase of the steps differencing leaves (as in training)."""
-        name, transform = self.transform_for(inputs, context, stream_id=stream_id, series=series, fresh=fresh)
+        position = int(context.get("position", position or 0)) % self.period
+        name, transform = self.transform_for(
+            inputs, context, stream_id=stream_id, series=series, fresh=fresh, position=position
+        )
         raw, offset = inputs, transform.offset
         tail = np.asarray(context.get("tail", []), dtype=np.float64)
-        position = int(context.get("position", position or 0)) % self.season
+        start = position - len(tail)  # the position of values[0]
         values = np.concatenate([tail, raw[:, 0]])
         m = max(0, len(raw) - max(0, offset - len(tail)))  # the steps with a full differencing history
         x = np.empty((0, self.n_inputs), np.float32)
         if m:
             with np.errstate(over="ignore", invalid="ignore"):
-                x = self._features(transform, values, raw, m, position)
+                x = self._features(transform, values, raw, m, position, start)
         if not np.isfinite(x).all():
             raise ValueError("inputs are too large for the model once transformed (they overflow float32)")
         new_context = {
             "series": name,
-            "transform": transform.to_dict(),
             "tail": values[len(values) - min(offset, len(values)) :].tolist() if offset else [],
-            "position": (position + len(raw)) % self.season,
+            "position": (position + len(raw)) % self.period,
         }
+        if name is None:  # a stream's own transform; a run series' is the run's
+            new_context["transform"] = transform.to_dict()
         origins = len(tail) + np.arange(len(raw) - m, len(raw)) + 1
 
         def finish(z: np.ndarray) -> tuple[np.ndarray, str]:
             out = np.full((len(raw), self.n_outputs), np.nan)  # NaN: differencing still fills its history
             if m:
                 with np.errstate(over="ignore", invalid="ignore"):
-                    out[len(raw) - m :] = transform.inverse_at(z.astype(np.float64), values, origins)
+                    out[len(raw) - m :] = transform.inverse_at(z.astype(np.float64), values, origins, start)
             return out, json.dumps(new_context)
 
         return Prepared(x, finish)
 
-    def _features(self, transform: Transform, values: np.ndarray, raw: np.ndarray, m: int, position: int) -> np.ndarray:
-        """(m, n_inputs) inputs of the last `m` raw steps."""
+    def _features(
+        self, transform: Transform, values: np.ndarray, raw: np.ndarray, m: int, position: int, start: int
+    ) -> np.ndarray:
+        """(m, n_inputs) inputs of the last `m` raw steps; `start` is the position of values[0]."""
         spec, offset = self.spec, transform.offset
-        columns = [transform.transform(values)[len(values) - offset - m :, None]]
+        columns = [transform.transform(values, start)[len(values) - offset - m :, None]]
         if len(spec.features):
             padded = np.vstack([np.zeros((offset, raw.shape[1] - 1)), raw[-m:, 1:]])  # features are not differenced
             columns.append(transform.transform_features(padded))
-        if spec.phase and spec.season > 1:
-            columns.append(phase_features(position + len(raw) - m, spec.season, m))
+        if spec.phases:
+            columns.append(phase_features(position + len(raw) - m, spec.phases, m))
         return np.concatenate(columns, axis=1).astype(np.float32)
 
 

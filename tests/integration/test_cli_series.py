@@ -243,3 +243,31 @@ def test_unsorted_timestamps_suggest_an_option_that_exists(tmp_path):
     assert "not sorted" in line
     proc = cli("train", "series", tmp_path / "unsorted.csv", "--out", tmp_path / "run", *TRAIN, "--sort", check=False)
     assert "unrecognized arguments" not in proc.stderr
+
+
+def test_open_preparation_is_chosen_on_validation_and_printed_with_seasonal_naive(tmp_path, csv_file):
+    out = cli("train", "series", csv_file, "--out", tmp_path / "auto", *TRAIN, "--season", "8", "16").stdout
+    assert "preparation chosen on validation (1 of 2 epochs of the budget per candidate):" in out
+    chosen = [line for line in out.splitlines() if line.startswith(" * ")]
+    assert len(chosen) == 1
+    selection = json.loads((tmp_path / "auto" / "selection.json").read_text())
+    assert selection["chosen"] in chosen[0] and len(selection["candidates"]) >= 6
+    assert f"model: {selection['chosen']}, seasons (8, 16); validation MASE" in out
+    saved = json.loads((tmp_path / "auto" / "config.json").read_text())["forecast"]
+    assert saved["seasons"] == [8, 16] and saved["season"] == 8 and None not in saved.values()
+
+
+def test_fixed_preparation_trains_one_model_and_an_ensemble_takes_several(tmp_path, csv_file):
+    fixed = ["--diff", "1", "--seasonal-diff", "0", "--deseason", "no", "--scale", "standard"]
+    run = tmp_path / "fixed"
+    summary = json.loads(
+        cli("train", "series", csv_file, "--out", run, *TRAIN, *fixed, "--ensemble", "2", "--json").stdout
+    )
+    assert summary["selection"] is None and summary["preparation"] == "diff1, standard"
+    assert summary["ensemble"] == 2 and (run / "members" / "1" / "model.safetensors").is_file()
+    assert not (run / "selection.json").exists()
+    v = summary["validation"]
+    assert v["beats_seasonal_naive"] == (v["mase"] < v["seasonal_naive_mase"])
+    assert ("warning" in summary) != v["beats_seasonal_naive"]
+    line = _error(cli("train", "series", csv_file, "--out", tmp_path / "bad", *TRAIN, "--season", "x", check=False))
+    assert "--season takes 'auto' or whole numbers" in line

@@ -74,18 +74,68 @@ def _add_series(kinds: argparse._SubParsersAction) -> None:
     s.add_argument("--out", type=Path, required=True, help="run directory to write (or resume)")
     add_series_read_options(s)
     d = defaults(ForecastSpec)
-    g = s.add_argument_group("forecasting")
+    g = s.add_argument_group(
+        "forecasting",
+        "Preparation options left at 'auto' are chosen on the validation windows: each candidate trains with a "
+        "quarter of the budget, the best with all of it; the choice and its validation MASE next to seasonal "
+        "naive's are printed and saved in RUN/selection.json. Give a value to fix it.",
+    )
     g.add_argument("--horizon", type=int, required=False, help="steps forecast from each origin (required)")
     g.add_argument(
-        "--season", type=int, default=d["season"], help="seasonal period in steps (24 for hourly data, 12 monthly)"
+        "--season",
+        nargs="+",
+        default=["auto"],
+        metavar="STEPS",
+        help="seasonal periods in steps, the main one first (MASE and seasonal naive use it): e.g. 48 336 for "
+        "half-hourly data with daily and weekly cycles; 1 for none; auto (default): the usual periods of the "
+        "data's frequency (hourly 24 168, half-hourly 48 336, daily 7, weekly 52, monthly 12, quarterly 4)",
     )
-    g.add_argument("--diff", type=int, default=d["diff"], choices=(0, 1, 2), help="first differences before scaling")
-    g.add_argument("--seasonal-diff", action="store_true", help="difference at lag --season first")
-    g.add_argument("--scale", choices=("minmax", "standard", "none"), default=d["scale"], help="per-series scaling")
-    g.add_argument("--no-phase", action="store_true", help="do not feed sin/cos of the position in the season")
-    g.add_argument("--test-windows", type=int, default=d["test_windows"], help="rolling-origin test windows per series")
+    g.add_argument(
+        "--diff",
+        default="auto",
+        choices=("auto", "0", "1", "2"),
+        help="first differences before scaling (default: auto)",
+    )
+    g.add_argument(
+        "--seasonal-diff",
+        nargs="?",
+        const="main",
+        default="auto",
+        metavar="LAG",
+        help="difference at this seasonal lag first (0: never; without a value: the main season; default: auto, "
+        "choosing among none and each season)",
+    )
+    g.add_argument(
+        "--deseason",
+        default="auto",
+        choices=("auto", "yes", "no"),
+        help="subtract the seasonal profile an MSTL decomposition (statsmodels) finds in the training part, so the "
+        "network models what the seasons leave (a hybrid, as the M4 winner ES-RNN; default: auto)",
+    )
+    g.add_argument(
+        "--scale",
+        choices=("auto", "minmax", "standard", "none"),
+        default="auto",
+        help="per-series scaling (default: auto)",
+    )
+    g.add_argument("--no-phase", action="store_true", help="do not feed sin/cos of the position in each season")
+    g.add_argument(
+        "--ensemble",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train N models (seeds seed..seed+N-1) and forecast their median (default: 1)",
+    )
+    g.add_argument(
+        "--test-windows",
+        type=int,
+        default=d["test_windows"],
+        help="rolling-origin test windows per series (0: none, train on everything before validation)",
+    )
     g.add_argument("--val-windows", type=int, default=d["val_windows"], help="validation windows before the test part")
-    g.add_argument("--interval", type=float, default=d["interval"], help="prediction-interval coverage (0 = none)")
+    g.add_argument(
+        "--interval", type=float, default=d["interval"], help="conformal prediction-interval coverage (0 = none)"
+    )
     add_model_options(s, SERIES_MODEL, text=False)
     add_training_options(s, SERIES_TRAIN)
     s.set_defaults(run=run_train_series)
@@ -140,10 +190,11 @@ def run_train_series(args: argparse.Namespace) -> int:
             raise ValueError("--horizon is required: how many steps to forecast from each origin")
         spec = ForecastSpec(
             horizon=args.horizon,
-            season=args.season,
-            diff=args.diff,
-            seasonal_diff=args.seasonal_diff,
-            scale=args.scale,
+            **_seasons(args.season),
+            diff=None if args.diff == "auto" else int(args.diff),
+            seasonal_diff=_seasonal_diff(args.seasonal_diff),
+            deseason={"auto": None, "yes": True, "no": False}[args.deseason],
+            scale=None if args.scale == "auto" else args.scale,
             phase=not args.no_phase,
             test_windows=args.test_windows,
             val_windows=args.val_windows,
@@ -157,15 +208,67 @@ def run_train_series(args: argparse.Namespace) -> int:
         read=read_options(args),
         model_args=model_args(args, text=False),
         config=train_config(args),
+        ensemble=args.ensemble,
         device=args.device,
         resume=args.resume,
         overrides=resume_overrides(args),
         progress=not args.quiet,
     ).summary
-    if "backtest" not in summary:  # a non-zero rank of a distributed run: rank 0 reports
+    if "validation" not in summary:  # a non-zero rank of a distributed run: rank 0 reports
         return 0
-    emit(summary, args.json, [_run_line(summary, "steps/s"), format_backtest(summary["backtest"])])
+    emit(summary, args.json, _series_lines(summary))
     return 0
+
+
+def _series_lines(summary: dict[str, Any]) -> list[str]:
+    """What a series run prints: the run, the preparation and how it was chosen, validation, the backtest."""
+    from ..series.select import selection_lines
+
+    lines = [_run_line(summary, "steps/s")]
+    if summary.get("selection"):
+        lines += selection_lines(summary["selection"])
+    v = summary["validation"]
+    members = f", median of {summary['ensemble']} models" if summary["ensemble"] > 1 else ""
+    naive = ", ".join(f"{k.rsplit('_', 1)[1]}: {x:.3f}" for k, x in _naive_means(v).items())
+    lines.append(
+        f"model: {summary['preparation']}, seasons {tuple(summary['seasons']) or 'none'}{members}; validation MASE "
+        f"{v['mase']:.3f} (seasonal naive at season {naive})"
+    )
+    if summary.get("backtest"):
+        lines.append(format_backtest(summary["backtest"]))
+    if summary.get("warning"):
+        lines.append(f"WARNING: {summary['warning']}")
+    return lines
+
+
+def _naive_means(validation: dict[str, Any]) -> dict[str, float]:
+    """The mean validation MASE of seasonal naive at each season, from the per-series report."""
+    per = list(validation["series"].values())
+    return {k: sum(p[k] for p in per) / len(per) for k in per[0] if k.startswith("seasonal_naive_")}
+
+
+def _seasons(given: list[str]) -> dict[str, Any]:
+    """ForecastSpec's season fields from --season: "auto" or one or more periods."""
+    if given == ["auto"]:
+        return {"season": "auto"}
+    try:
+        periods = [int(p) for p in given]
+    except ValueError:
+        raise ValueError(f"--season takes 'auto' or whole numbers of steps, got {' '.join(given)}") from None
+    if any(p < 1 for p in periods):
+        raise ValueError(f"--season periods must be at least 1, got {' '.join(given)}")
+    return {"season": periods[0], "seasons": tuple(p for p in periods if p > 1)}
+
+
+def _seasonal_diff(given: str) -> int | bool | None:
+    if given == "auto":
+        return None
+    if given == "main":
+        return True
+    try:
+        return int(given)
+    except ValueError:
+        raise ValueError(f"--seasonal-diff takes a lag in steps (0 for none) or auto, got {given!r}") from None
 
 
 def run_train_text(args: argparse.Namespace) -> int:

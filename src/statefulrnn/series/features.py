@@ -33,8 +33,10 @@ def phase_step(series: Series) -> int:
     return 1
 
 
-def phase_features(start: Series | int, season: int, length: int | None = None, *, step: int = 1) -> np.ndarray:
-    """(T, 2) sin/cos of each step's position within the season.
+def phase_features(
+    start: Series | int, season: int | tuple[int, ...], length: int | None = None, *, step: int = 1
+) -> np.ndarray:
+    """(T, 2) sin/cos of each step's position within the season ((T, 2k) for k seasons, in order).
 
     `start` is a `Series` (T = its length; positions count its steps from the epoch where its
     frequency allows, so the phase follows the calendar, else from its first step) or the integer
@@ -47,8 +49,11 @@ def phase_features(start: Series | int, season: int, length: int | None = None, 
         if length is None:
             raise ValueError("phase_features from a start position needs the number of steps (length)")
         positions = int(start) + step * np.arange(length)
-    angle = 2 * np.pi * np.mod(positions, season) / season
-    return np.column_stack([np.sin(angle), np.cos(angle)])
+    columns = []
+    for s in (season,) if isinstance(season, int | np.integer) else season:
+        angle = 2 * np.pi * np.mod(positions, s) / s
+        columns += [np.sin(angle), np.cos(angle)]
+    return np.column_stack(columns) if columns else np.zeros((len(positions), 0))
 
 
 def _positions(series: Series) -> np.ndarray:
@@ -65,16 +70,16 @@ def _positions(series: Series) -> np.ndarray:
 
 def model_inputs(series: Series, transform: Transform, spec: ForecastSpec) -> tuple[np.ndarray, np.ndarray]:
     """Inputs (T - offset, n_features) and targets (T - offset, H) of a series in model units."""
-    z = transform.transform(series.values)
+    z = transform.transform(series.values, first_position(series, spec.period))
     extra = []
     if series.features is not None and spec.features:
         extra.append(transform.transform_features(series.features))
-    if spec.phase and spec.season > 1:
-        extra.append(phase_features(series, spec.season)[transform.offset :])
+    if spec.phases:
+        extra.append(phase_features(series, spec.phases)[transform.offset :])
     feats = np.concatenate(extra, axis=1) if extra else None
     return frame(z, spec.horizon, feats)
 
 
 def n_inputs(spec: ForecastSpec) -> int:
-    """The width of the model's input: the value, the extra features and two phase columns (if any)."""
-    return 1 + len(spec.features) + (2 if spec.phase and spec.season > 1 else 0)
+    """The width of the model's input: the value, the extra features and two phase columns per season."""
+    return 1 + len(spec.features) + 2 * len(spec.phases)

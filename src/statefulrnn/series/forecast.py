@@ -7,6 +7,7 @@ trainer, so serving and evaluation stay light. Training and interval calibration
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from ..files import read_json
 from ..model import SequenceModel
 from ..runs import INTERVALS, Run, load_run
 from .data import Series, SeriesSet
-from .features import model_inputs
+from .features import first_position, model_inputs
 from .metrics import baseline_forecasts, interval_hits, mean_scores, score_forecasts
 from .read import read_series
 from .spec import ForecastSpec
@@ -57,12 +58,30 @@ def forecast_rows(
 
 
 def origin_forecasts(
-    model: SequenceModel, series: Series, transform: Transform, spec: ForecastSpec, origins: np.ndarray, **run: Any
+    model: SequenceModel | Sequence[SequenceModel],
+    series: Series,
+    transform: Transform,
+    spec: ForecastSpec,
+    origins: np.ndarray,
+    **run: Any,
 ) -> np.ndarray:
-    """Original-unit forecasts (K, H) of values[o : o + H] for each origin o, from the true history before o."""
+    """Original-unit forecasts (K, H) of values[o : o + H] for each origin o, from the true history before o.
+
+    Given several models (an ensemble), the median of their forecasts, step by step.
+    """
     inputs, _ = model_inputs(series, transform, spec)
-    z = forecast_rows(model, inputs, np.asarray(origins) - 1 - transform.offset, **run)
-    return transform.inverse_at(z, series.values, np.asarray(origins))
+    start = first_position(series, spec.period)
+    rows, origins = np.asarray(origins) - 1 - transform.offset, np.asarray(origins)
+    out = [
+        transform.inverse_at(forecast_rows(m, inputs, rows, **run), series.values, origins, start)
+        for m in members(model)
+    ]
+    return out[0] if len(out) == 1 else np.median(np.stack(out), axis=0)
+
+
+def members(model: SequenceModel | Sequence[SequenceModel]) -> list[SequenceModel]:
+    """The models of an ensemble (a single model is an ensemble of one)."""
+    return list(model) if isinstance(model, list | tuple) else [model]
 
 
 def observed_windows(series: Series, origins: np.ndarray, horizon: int) -> np.ndarray:
@@ -79,7 +98,7 @@ def run_mode(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def rolling_forecasts(
-    model: SequenceModel,
+    model: SequenceModel | Sequence[SequenceModel],
     series: Series,
     transform: Transform,
     spec: ForecastSpec,
@@ -102,7 +121,7 @@ def rolling_forecasts(
 
 
 def backtest_series(
-    model: SequenceModel,
+    model: SequenceModel | Sequence[SequenceModel],
     data: SeriesSet,
     transforms: dict[str, Transform],
     spec: ForecastSpec,
@@ -115,7 +134,7 @@ def backtest_series(
     error of the part before the test. Filled (not observed) values are left out.
     """
     per_series, scored = {}, []
-    covered, counted = 0, 0
+    covered, counted, coverage = 0, 0, {}
     for s in data:
         f = rolling_forecasts(model, s, transforms[s.id], spec, config, intervals)
         history = s.values[: f["origins"][0]]
@@ -123,12 +142,21 @@ def backtest_series(
         if "lo" in f:
             hits, known = interval_hits(f["actual"], f["lo"], f["hi"])
             covered, counted = covered + hits, counted + known
+            if known:
+                coverage[s.id] = hits / known
         per_series[s.id] = scores
         scored.append(scores)
     report = {"horizon": spec.horizon, "season": spec.season, "windows": spec.test_windows, "mean": mean_scores(scored)}
     report["series"] = per_series
     if counted:
-        report["interval"] = {"nominal": spec.interval, "coverage": covered / counted, "points": counted}
+        report["interval"] = {
+            "nominal": spec.interval,
+            "coverage": covered / counted,
+            "points": counted,
+            "series_min": min(coverage.values()),
+            "series_max": max(coverage.values()),
+            "series": coverage,
+        }
     return report
 
 
@@ -153,7 +181,7 @@ def fitted_transform(s: Series, transforms: dict[str, Transform], spec: Forecast
     """The run's transform of a known series, or one fitted on this history for a new series."""
     if s.id in transforms:
         return transforms[s.id]
-    return spec.transform().fit(s.values, s.features)
+    return spec.transform().fit(s.values, s.features, first_position(s, spec.period))
 
 
 def forecast_run(
@@ -162,7 +190,7 @@ def forecast_run(
     """Forecast the next `horizon` steps after each series of `history`: unique_id, ds, step, forecast
     (and lo/hi bounds for series the run calibrated intervals on)."""
     loaded = _load(run, device)
-    model, spec, config = loaded.model, loaded.spec, loaded.config
+    spec, config = loaded.spec, loaded.config
     horizon = horizon or spec.horizon
     if not 1 <= horizon <= spec.horizon:
         raise ValueError(f"horizon {horizon} is outside 1..{spec.horizon}, the horizon the run was trained for")
@@ -174,9 +202,7 @@ def forecast_run(
         t = fitted_transform(s, loaded.transforms, spec)
         if len(s) <= t.offset + 1:
             raise ValueError(f"series '{s.id}' has {len(s)} values; the run needs more than {t.offset + 1}")
-        inputs, _ = model_inputs(s, t, spec)
-        z = forecast_rows(model, inputs, np.array([len(inputs) - 1]), **run_mode(config))
-        f = t.inverse_forecast(z[0], s.values)[:horizon]
+        f = origin_forecasts(loaded.models, s, t, spec, np.array([len(s)]), **run_mode(config))[0][:horizon]
         try:
             ds = s.future_timestamps(horizon)
         except ValueError:
@@ -201,9 +227,11 @@ def evaluate_series_run(run: str | Path, path: str | Path | SeriesSet, *, device
         else:
             val_start, _ = spec.splits(s, config["train"]["window"])
             fitted[s.id] = spec.transform().fit(
-                s.values[:val_start], None if s.features is None else s.features[:val_start]
+                s.values[:val_start],
+                None if s.features is None else s.features[:val_start],
+                first_position(s, spec.period),
             )
-    return backtest_series(loaded.model, data, fitted, spec, config, loaded.intervals)
+    return backtest_series(loaded.models, data, fitted, spec, config, loaded.intervals)
 
 
 def _load(run: str | Path, device: str | None) -> Run:

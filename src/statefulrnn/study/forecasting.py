@@ -1,8 +1,8 @@
 """Experiment 6, forecasting: stateful vs stateless LSTM vs naive baselines on the shared series.
 
 This module holds the forecasting suite that `bench/series_suite.py` runs from the command line. Each
-series gets a fixed horizon, season and preparation (chosen from what the data is, before any result was
-seen: the seasonal period of its clock, a difference where it trends), the same model size and training
+series gets a fixed horizon and its natural seasons (the same ones the statsforecast peers get); the
+preparation is left to the defaults (chosen on validation), with the same model size and training
 budget for both modes, and several seeds. Rolling-origin test over the last `test_windows` windows of
 each series; MASE is scaled by the in-sample seasonal naive error. The "many" entry is a generated file
 of 60 daily demand-like series of different lengths (weekly season, trend, AR(1) noise), one model on all.
@@ -28,7 +28,7 @@ QUESTION = (
     "Stateful vs stateless LSTM forecasters (same size, data and budget) on the shared series, against baselines."
 )
 TRAIN = {"lanes": 16, "window": 48, "lr": 3e-3, "eval_window": 512}
-MANY = ({"horizon": 7, "season": 7, "test_windows": 4, "val_windows": 4}, {}, {"lanes": 32})
+MANY = ({"horizon": 7, "seasons": (7,), "test_windows": 4, "val_windows": 4}, {}, {"lanes": 32})
 QUICK = {"names": ("airline", "shampoo"), "epochs": 10, "threads": 1}
 FULL = {"names": None, "epochs": 40, "threads": None}
 
@@ -36,49 +36,49 @@ FULL = {"names": None, "epochs": 40, "threads": None}
 SUITE = {
     "taylor": (
         "taylor_electricity_halfhourly.csv",
-        dict(horizon=48, season=48, seasonal_diff=True, test_windows=7, val_windows=7),
+        dict(horizon=48, seasons=(48, 336), test_windows=7, val_windows=7),
         {},
         {},
     ),
     "seattle": (
         "seattle_temps_hourly_2010.csv",
-        dict(horizon=24, season=24, seasonal_diff=True, test_windows=7, val_windows=7),
+        dict(horizon=24, seasons=(24, 168), test_windows=7, val_windows=7),
         {"fill": "interpolate"},
         {},
     ),
     "sunspots": (
         "sunspots_monthly_1749_2009.csv",
-        dict(horizon=12, season=132, test_windows=8, val_windows=8),
+        dict(horizon=12, seasons=(132,), test_windows=8, val_windows=8),
         {},
         {},
     ),
     "co2": (
         "co2_maunaloa_weekly.csv",
-        dict(horizon=52, season=52, seasonal_diff=True, test_windows=3, val_windows=3),
+        dict(horizon=52, seasons=(52,), test_windows=3, val_windows=3),
         {"fill": "interpolate"},
         {},
     ),
     "msft": (
         "msft_daily_close.csv",
-        dict(horizon=5, season=1, diff=1, test_windows=20, val_windows=20),
+        dict(horizon=5, season=1, test_windows=20, val_windows=20),
         {"freq": None},
         {},
     ),
     "airline": (
         "airline_passengers_monthly.csv",
-        dict(horizon=12, season=12, seasonal_diff=True, test_windows=2, val_windows=1),
+        dict(horizon=12, seasons=(12,), test_windows=2, val_windows=1),
         {},
         {"window": 24, "lanes": 1},
     ),
     "shampoo": (
         "shampoo_sales_monthly.csv",
-        dict(horizon=3, season=1, diff=1, test_windows=4, val_windows=2),
+        dict(horizon=3, season=1, test_windows=4, val_windows=2),
         {},
         {"window": 8, "lanes": 1},
     ),
     "stocks": (
         "stocks_monthly_multi.csv",
-        dict(horizon=6, season=12, diff=1, test_windows=2, val_windows=1),
+        dict(horizon=6, seasons=(12,), test_windows=2, val_windows=1),
         {},
         {"window": 24, "lanes": 5},
     ),
@@ -115,8 +115,11 @@ def run_suite(
     seeds: Sequence[int] = (0, 1, 2),
     epochs: int = 40,
     log: Callable[[str], None] | None = print,
+    modes: Sequence[str] = ("stateful", "stateless"),
+    ensemble: int = 1,
 ) -> dict[str, Any]:
-    """Train and backtest both modes for every seed on each named entry; runs go to `out/<name>-<mode>-<seed>`.
+    """Train and backtest each mode for every seed on each named entry, with the default (validated)
+    preparation; runs go to `out/<name>-<mode>-<seed>`.
 
     Returns {name: {"spec": ..., "modes": {mode: [{"seed", "wall_s", "backtest"}, ...]}}}.
     """
@@ -131,24 +134,43 @@ def run_suite(
         else:
             raise ValueError(f"unknown series {name!r}: use {', '.join(suite_names())}")
         results[name] = {"spec": spec, "modes": {}}
-        for mode in ("stateful", "stateless"):
+        for mode in modes:
             runs = []
             for seed in seeds:
                 config = TrainConfig(**{**TRAIN, **over}, mode=mode, epochs=epochs, seed=seed)
                 start = time.perf_counter()
                 s = train_series(
-                    file, out / f"{name}-{mode}-{seed}", ForecastSpec(**spec), read=read, config=config, progress=False
+                    file,
+                    out / f"{name}-{mode}-{seed}",
+                    ForecastSpec.auto(**spec),
+                    read=read,
+                    config=config,
+                    ensemble=ensemble,
+                    progress=False,
                 ).summary
-                runs.append({"seed": seed, "wall_s": time.perf_counter() - start, "backtest": s["backtest"]})
+                runs.append(
+                    {
+                        "seed": seed,
+                        "wall_s": time.perf_counter() - start,
+                        "backtest": s["backtest"],
+                        "preparation": s["preparation"],
+                        "validation": s["validation"],
+                    }
+                )
                 m = s["backtest"]["mean"]
                 if log:
                     log(
                         f"{name:9} {mode:9} seed {seed}: MASE model {m['model']['mase']:.3f}  naive "
                         f"{m['naive']['mase']:.3f}  seasonal naive {m['seasonal_naive']['mase']:.3f}  "
-                        f"({runs[-1]['wall_s']:.0f} s)"
+                        f"[{s['preparation']}] ({runs[-1]['wall_s']:.0f} s)"
                     )
             results[name]["modes"][mode] = runs
     return results
+
+
+def seasons(spec: dict[str, Any]) -> str:
+    """The seasons of a suite entry's spec as table text ("48, 336"; "none")."""
+    return ", ".join(map(str, spec.get("seasons", ()))) or "none"
 
 
 def mase(results: dict[str, Any], name: str, mode: str) -> dict[str, float]:
@@ -157,21 +179,24 @@ def mase(results: dict[str, Any], name: str, mode: str) -> dict[str, float]:
 
 
 def markdown_table(results: dict[str, Any]) -> str:
-    """Markdown table of mean MASE (and the per-seed range) per series and forecaster."""
+    """Markdown table of mean MASE (and the per-seed range) per series and forecaster, with the
+    preparation each seed's validation chose."""
+    modes = list(next(iter(results.values()))["modes"])
     lines = [
-        "| series | H | season | naive | seasonal naive | stateful LSTM (min..max) | stateless LSTM (min..max) | "
-        "stateful beats s-naive | stateful beats stateless |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| series | H | seasons | naive | seasonal naive | "
+        + " | ".join(f"{m} LSTM (min..max)" for m in modes)
+        + " | beats s-naive | preparation chosen (per seed) |",
+        "|---|---|---|---|---|" + "---|" * len(modes) + "---|---|",
     ]
     for name, r in results.items():
-        base = r["modes"]["stateful"][0]["backtest"]["mean"]
-        sf, sl = mase(results, name, "stateful"), mase(results, name, "stateless")
+        base = r["modes"][modes[0]][0]["backtest"]["mean"]
         sn = base["seasonal_naive"]["mase"]
+        cells = [mase(results, name, m) for m in modes]
+        chosen = "; ".join(run.get("preparation", "?") for run in r["modes"][modes[0]])
         lines.append(
-            f"| {name} | {r['spec']['horizon']} | {r['spec']['season']} | {base['naive']['mase']:.3f} | {sn:.3f} | "
-            f"{sf['mean']:.3f} ({sf['min']:.3f}..{sf['max']:.3f}) | "
-            f"{sl['mean']:.3f} ({sl['min']:.3f}..{sl['max']:.3f}) | "
-            f"{'yes' if sf['mean'] < sn else 'no'} | {'yes' if sf['mean'] < sl['mean'] else 'no'} |"
+            f"| {name} | {r['spec']['horizon']} | {seasons(r['spec'])} | {base['naive']['mase']:.3f} | {sn:.3f} | "
+            + " | ".join(f"{c['mean']:.3f} ({c['min']:.3f}..{c['max']:.3f})" for c in cells)
+            + f" | {'yes' if cells[0]['mean'] < sn else 'no'} | {chosen} |"
         )
     return "\n".join(lines)
 
@@ -192,7 +217,7 @@ def run(out_dir: Path, quick: bool = False, seeds: tuple[int, ...] = (0,)) -> di
         overlap += sf["min"] <= sl["max"] and sl["min"] <= sf["max"]
         spec = results[name]["spec"]
         rows.append(
-            [name, spec["horizon"], spec["season"], f"{base['naive']['mase']:.3f}", f"{sn:.3f}", fmt(sf), fmt(sl)]
+            [name, spec["horizon"], seasons(spec), f"{base['naive']['mase']:.3f}", f"{sn:.3f}", fmt(sf), fmt(sl)]
         )
     answer = (
         f"Mean MASE over seeds: stateful is lower than stateless on {wins} of {len(names)} series and lower than "
