@@ -45,6 +45,7 @@ _LAZY = {
     "Vocab": "text.vocab",
     "ForecastSpec": "series.spec",
     "train_series": "series.train",
+    "StatefulForecaster": "series.forecaster",
     "forecast_run": "series.forecast",
     "read_series": "series.read",
     "evaluate_run": "assess",

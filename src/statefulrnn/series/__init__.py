@@ -10,12 +10,15 @@ Data flows one way through these modules (each imports only those above it):
                   one way origins are made, and the one backtest scoring path
     spec.py       `ForecastSpec`: horizon, season, preparation, the validation/test splits and origins
     features.py   what the model reads: `model_inputs`, `n_inputs`, `phase_features` (+ `first_position`, `phase_step`)
-    forecast.py   running a trained model: `forecast_rows`, `backtest_series`, `forecast_run`, ...
-    train.py      `train_series`, `calibrate_intervals` (imports the trainer)
+    forecast.py   running a trained model (or the median of an ensemble): `forecast_rows`, `backtest_series`,
+                  `forecast_run`, ...
+    select.py     validation: candidate preparations, validation MASE against seasonal naive, conformal intervals
+    train.py      `train_series`: preparation chosen on validation, model or ensemble trained (imports the trainer)
+    forecaster.py `StatefulForecaster`: fit / predict / cross_validation on long frames, as statsforecast
     plot.py       `plot_forecast`, `plot_forecast_table` (imports matplotlib)
 
-Importing this package never imports training code or matplotlib: the names of `train.py` and
-`plot.py` load on first use, so serving can use transforms and specs without the trainer.
+Importing this package never imports training code or matplotlib: the names of `train.py`,
+`forecaster.py` and `plot.py` load on first use, so serving can use transforms and specs without the trainer.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from .transform import Transform, frame, transforms_from_json, transforms_to_jso
 _LAZY = {
     "calibrate_intervals": "train",
     "train_series": "train",
+    "StatefulForecaster": "forecaster",
     "plot_forecast": "plot",
     "plot_forecast_table": "plot",
 }
@@ -80,6 +84,7 @@ __all__ = [
     "ForecastSpec",
     "Series",
     "SeriesSet",
+    "StatefulForecaster",
     "Transform",
     "backtest",
     "backtest_series",
