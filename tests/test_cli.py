@@ -107,10 +107,15 @@ def test_train_text_help_prints_the_library_defaults():
 
 def test_train_series_defaults_are_the_series_library_defaults():
     from statefulrnn.series import SERIES_MODEL, SERIES_TRAIN, ForecastSpec
+    from statefulrnn.series.train import train_series
 
     got = PARSERS["train series"].get_default
-    for name in ("season", "diff", "scale", "test_windows", "val_windows", "interval"):
+    for name in ("test_windows", "val_windows", "interval"):
         assert got(name) == getattr(ForecastSpec, name), name
+    auto = ForecastSpec.auto(1)  # what the command line leaves open: chosen on validation, seasons from the data
+    for name in ("season", "diff", "seasonal_diff", "deseason", "scale"):
+        assert got(name) in ("auto", ["auto"]) and getattr(auto, name) in (None, "auto"), name
+    assert got("ensemble") == inspect.signature(train_series).parameters["ensemble"].default == 1
     for name, option in MODEL_OPTIONS.items():
         assert got(option[2:]) == SERIES_MODEL.get(name, getattr(ModelConfig, name)), name
     for name in TRAINING_OPTIONS:

@@ -1,5 +1,6 @@
-"""Resume continues exactly where a killed run stopped: the data cursor, the RNG (dropout masks) and
-so the final weights, bit for bit, as the run that was never interrupted.
+"""Resume continues exactly where a killed run stopped: the data cursor, the RNG (dropout masks), the
+learning-rate schedule (also under a time budget) and so the final weights, bit for bit, as the run that
+was never interrupted; a finished run extended on resume decays again before its new end.
 
 A run is "killed" by raising inside the step after `k` (with `checkpoint_every=0` a checkpoint is
 written after every step, as a SIGKILL would find it); a fresh Trainer, set up as the CLI sets one up
@@ -64,6 +65,7 @@ class Probe:
             self.steps.append(record)
             sums = inner(batch)
             record["loss"] = sums["loss"].clone()
+            record["lr"] = trainer.lr
             return sums
 
         trainer.train_step = step
@@ -195,3 +197,76 @@ def test_killed_and_resumed_training_ends_with_the_weights_of_the_whole_run_bit_
                 assert torch.equal(torch.as_tensor(value), torch.as_tensor(sb[idx][name])), (k, idx, name)
         for name in ("model.safetensors", "checkpoint.safetensors"):
             assert (tmp_path / f"run{k}" / name).is_file()
+
+
+# --- (d) the learning-rate schedule -----------------------------------------------------------------------
+@pytest.mark.parametrize("mode", sorted(CONFIGS))
+def test_a_run_killed_mid_decay_resumes_on_the_schedule_of_the_whole_run(mode, tmp_path):
+    config = dataclasses.replace(CONFIGS[mode], decay_fraction=0.5)
+    trainer = _trainer(config, tmp_path / "whole")
+    whole = Probe(trainer).steps
+    trainer.fit()
+    k = len(whole) - 3  # inside the final decay of the 2-epoch budget
+    assert config.schedule == "wsd" and config.lr * config.min_lr < whole[k]["lr"] < whole[k - 1]["lr"] < config.lr
+    resumed, fresh = _killed_then_resumed(config, tmp_path / "run", k)
+    assert [r["lr"] for r in resumed.steps] == [w["lr"] for w in whole[k:]]
+    assert whole[-1]["lr"] == pytest.approx(config.lr * config.min_lr)
+    assert _same_weights(_weights(fresh), _weights(trainer))
+
+
+def _time_budget(monkeypatch, n: int) -> tuple[TrainConfig, int]:
+    """A time budget that ends the stateful run after 2n - 3 of its 2n steps, on a clock of 0.25 s a step."""
+    monkeypatch.setattr(Trainer, "_clock", lambda self: 0.25 * self.cursor["step"])
+    steps = 2 * n - 3
+    return dataclasses.replace(CONFIGS["stateful"], max_time=0.25 * (steps - 1) + 0.1, decay_fraction=0.2), steps
+
+
+def test_under_a_time_budget_the_decay_follows_elapsed_time_and_resumes_exactly(monkeypatch, tmp_path):
+    n = len(_trainer(CONFIGS["stateful"], None).train_layout)
+    config, steps = _time_budget(monkeypatch, n)
+    trainer = _trainer(config, tmp_path / "whole")
+    whole = Probe(trainer)
+    assert trainer.fit()["stopped"] == "max-time" and len(whole.steps) == steps
+    lrs = [w["lr"] for w in whole.steps]
+    first = next(i for i, lr in enumerate(lrs) if lr < config.lr)  # starts at 80% of the time, not of the epochs
+    assert first == next(i for i in range(steps) if 0.25 * i / config.max_time > 0.8) < 0.8 * 2 * n
+    k = steps - 2
+    resumed, fresh = _killed_then_resumed(config, tmp_path / "run", k)
+    assert [r["lr"] for r in resumed.steps] == lrs[k:]
+    assert _same_weights(_weights(fresh), _weights(trainer))
+
+
+def test_a_resume_that_forgets_the_elapsed_time_leaves_the_decay(monkeypatch, tmp_path):
+    """Negative control: the time-budget comparison above fails when the elapsed time is not restored."""
+    n = len(_trainer(CONFIGS["stateful"], None).train_layout)
+    config, steps = _time_budget(monkeypatch, n)
+    trainer = _trainer(config, tmp_path / "whole")
+    whole = Probe(trainer)
+    trainer.fit()
+    restore = Trainer.restore
+
+    def forgetful(self):
+        restore(self)
+        self.cursor["elapsed"] = 0.0
+
+    monkeypatch.setattr(Trainer, "restore", forgetful)
+    resumed, _ = _killed_then_resumed(config, tmp_path / "run", steps - 2)
+    assert resumed.steps[0]["lr"] == config.lr > whole.steps[steps - 2]["lr"]
+
+
+def test_extending_a_finished_run_returns_to_the_peak_and_decays_again_before_the_new_end(tmp_path):
+    config = dataclasses.replace(CONFIGS["stateful"], decay_fraction=0.25)
+    first = _trainer(config, tmp_path)
+    done = Probe(first)
+    first.fit()
+    n = len(first.train_layout)
+    assert done.steps[-1]["lr"] == pytest.approx(config.lr * config.min_lr)  # the 2-epoch run ended decayed
+    longer = _trainer(dataclasses.replace(config, epochs=4), tmp_path)
+    extended = Probe(longer)
+    summary = longer.fit(resume=True)
+    assert summary["steps"] == 4 * n and len(extended.steps) == 2 * n  # it continued, it did not start over
+    lrs = [r["lr"] for r in extended.steps]
+    stable = sum(lr == config.lr for lr in lrs)
+    assert lrs[:stable] == [config.lr] * stable and abs(stable - n) <= 1  # the peak until 75% of 4n (3n)
+    assert all(a > b for a, b in zip(lrs[stable - 1 :], lrs[stable:]))
+    assert lrs[-1] == pytest.approx(config.lr * config.min_lr)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from statefulrnn import precision as precision_module
 from statefulrnn import runs as ckpt
@@ -15,7 +18,15 @@ from statefulrnn.layout import ConcatLayout, Sequences, StatelessLayout
 from statefulrnn.model import SequenceModel
 from statefulrnn.objectives import NextToken, Regression
 from statefulrnn.precision import bf16_support
-from statefulrnn.train import TrainConfig, Trainer, evaluate, evaluation_layout, resumed_config, training_layout
+from statefulrnn.train import (
+    TrainConfig,
+    Trainer,
+    evaluate,
+    evaluation_layout,
+    learning_rate,
+    resumed_config,
+    training_layout,
+)
 
 
 def _tokens(n: int = 600, vocab: int = 7, seed: int = 0) -> np.ndarray:
@@ -141,21 +152,134 @@ def test_training_learns_a_deterministic_sequence():
     assert summary["val"]["accuracy"] > 0.95 > before["accuracy"]
 
 
-def test_learning_rate_schedules():
+def _lrs(config: TrainConfig, total: int, tokens_per_step: int = 0, seconds_per_step: float = 0.0) -> list[float]:
+    """The rate of every step of a run of `total` steps that spends tokens and seconds at a steady pace."""
+    return [learning_rate(config, s, s * tokens_per_step, s * seconds_per_step, total, 10) for s in range(total)]
+
+
+def test_learning_rate_schedules_through_the_trainer():
     seqs = Sequences(_tokens(), np.array([0, 600]))
-    for schedule in ("cosine", "step", "constant"):
-        config = TrainConfig(lanes=4, window=10, epochs=4, warmup=5, schedule=schedule, lr=1.0, gamma=0.5)
+    for schedule in ("wsd", "cosine", "step", "constant"):
+        config = TrainConfig(
+            lanes=4, window=10, epochs=4, warmup=5, schedule=schedule, lr=1.0, gamma=0.5, decay_fraction=0.2
+        )
         trainer = Trainer(_model(), NextToken(), training_layout(seqs, config), None, config, progress=False)
         lrs = [trainer.lr_at(s) for s in range(trainer.total_steps)]
-        assert lrs[:5] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+        assert lrs[:4] == pytest.approx([0.2, 0.4, 0.6, 0.8])
+        assert lrs[4] == (pytest.approx(1.0, rel=0.02) if schedule == "cosine" else 1.0)  # cosine is under way
         n = len(trainer.train_layout)
-        if schedule == "cosine":
-            assert lrs[5] == pytest.approx(1.0) and lrs[-1] == pytest.approx(0.1, abs=0.01)
-            assert all(a >= b for a, b in zip(lrs[5:], lrs[6:]))
+        if schedule == "wsd":
+            stable = next(s for s in range(4 * n) if 1 - (s + 1) / (4 * n) < 0.2)  # the last 20% decays
+            assert 0.75 * 4 * n < stable <= 0.8 * 4 * n
+            assert set(lrs[4:stable]) == {1.0} and lrs[stable] < 1.0 and lrs[-1] == pytest.approx(0.1)
+        elif schedule == "cosine":
+            assert lrs[-1] == pytest.approx(0.1) and all(a >= b for a, b in zip(lrs[5:], lrs[6:]))
+            assert lrs[2 * n - 1] == pytest.approx(0.55)  # half the budget: half way down
         elif schedule == "step":
             assert lrs[n + 1] == pytest.approx(0.5) and lrs[3 * n] == pytest.approx(0.125)
         else:
             assert set(lrs[5:]) == {1.0}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    total=st.integers(2, 400),
+    decay=st.floats(0.05, 1.0),
+    min_lr=st.floats(0.0, 1.0),
+    warmup=st.integers(0, 50),
+    lr=st.floats(1e-4, 1.0),
+)
+def test_wsd_warms_up_holds_the_peak_then_falls_linearly_to_min_lr_at_the_end_of_an_epoch_budget(
+    total, decay, min_lr, warmup, lr
+):
+    config = TrainConfig(lr=lr, decay_fraction=decay, min_lr=min_lr, warmup=warmup)
+    lrs = _lrs(config, total)
+    decaying = [s for s in range(total) if 1 - (s + 1) / total < decay]
+    assert decaying == list(range(total - len(decaying), total))  # the decay is the tail of the budget
+    for s in range(total):
+        if s < warmup:
+            assert lrs[s] <= lr * (s + 1) / warmup * (1 + 1e-12)  # the ramp caps every schedule
+        elif s not in decaying:
+            assert lrs[s] == lr  # the stable phase: the peak rate exactly
+    assert lrs[-1] == pytest.approx(lr * min(min_lr, total / max(warmup, 1)), rel=1e-9, abs=1e-15)
+    tail = [lrs[s] for s in decaying if s >= warmup]
+    assert all(a >= b for a, b in zip(tail, tail[1:])) and all(x >= lr * min_lr for x in tail)
+    steps = np.diff(tail)
+    assert np.allclose(steps, steps[0] if len(steps) else 0, rtol=1e-6, atol=1e-12 * lr)  # a straight line
+
+
+@settings(max_examples=100, deadline=None)
+@given(steps=st.integers(20, 300), decay=st.floats(0.1, 0.5), kind=st.sampled_from(["tokens", "time"]))
+def test_wsd_decays_towards_a_token_or_time_budget_that_ends_the_run_before_the_epochs(steps, decay, kind):
+    """The budget ends after `steps` steps at 100 tokens and 0.5 s a step, long before the 10 000 steps of the
+    epochs; the decay starts at 1 - decay of that budget, counted in tokens or seconds spent before the step."""
+    budget = {"max_tokens": 100 * steps} if kind == "tokens" else {"max_time": 0.5 * steps}
+    config = TrainConfig(lr=1.0, decay_fraction=decay, **budget)
+    lrs = _lrs(config, 10_000, tokens_per_step=100, seconds_per_step=0.5)[:steps]
+    first = next(s for s in range(steps) if 1 - s / steps < decay)
+    assert (1 - decay) * steps - 1 <= first <= (1 - decay) * steps + 1
+    assert set(lrs[:first]) == {1.0} and lrs[first] < 1.0
+    assert lrs[-1] == pytest.approx(0.1 + 0.9 * (1 / steps) / decay)  # one step's worth above min_lr
+    assert learning_rate(config, steps, 100 * steps, 0.5 * steps, 10_000, 10) == pytest.approx(0.1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    step=st.integers(0, 999),
+    tokens=st.integers(0, 10**6),
+    elapsed=st.floats(0, 1000),
+    max_tokens=st.integers(1, 10**6),
+    max_time=st.floats(1, 1000),
+    schedule=st.sampled_from(["wsd", "cosine"]),
+)
+def test_the_budget_that_ends_the_run_first_sets_the_rate(step, tokens, elapsed, max_tokens, max_time, schedule):
+    one = TrainConfig(schedule=schedule)
+    rates = [
+        learning_rate(replace(one, **budget), step, tokens, elapsed, 1000, 10)
+        for budget in ({}, {"max_tokens": max_tokens}, {"max_time": max_time})
+    ]
+    both = learning_rate(replace(one, max_tokens=max_tokens, max_time=max_time), step, tokens, elapsed, 1000, 10)
+    assert both == min(rates)
+
+
+def test_the_trainer_steps_with_the_scheduled_rate_and_a_time_budget_decays_on_elapsed_time(monkeypatch):
+    """A fake clock (0.25 s per step) makes the time budget (10.1 s: 41 steps) end the run before its 4 epochs;
+    the optimizer's rate follows elapsed time: the peak to 80% of 10.1 s (step 33 starts at 8.25 s), then a
+    straight fall that ends one step above min_lr."""
+    seqs = Sequences(_tokens(), np.array([0, 600]))
+    config = TrainConfig(lanes=4, window=10, epochs=4, max_time=10.1, lr=0.5, decay_fraction=0.2, checkpoint_every=1e9)
+    trainer = Trainer(_model(), NextToken(), training_layout(seqs, config), None, config, progress=False)
+    monkeypatch.setattr(Trainer, "_clock", lambda self: 0.25 * self.cursor["step"])
+    used: list[float] = []
+    inner = trainer.optimizer.step
+
+    def step(*args, **kwargs):
+        used.append(trainer.optimizer.param_groups[0]["lr"])
+        return inner(*args, **kwargs)
+
+    trainer.optimizer.step = step
+    summary = trainer.fit()
+    assert summary["stopped"] == "max-time" and summary["steps"] == 41 < 0.9 * trainer.total_steps
+    assert used[:33] == [0.5] * 33 and used[33] < 0.5
+    assert used[-1] == pytest.approx(0.5 * (0.1 + 0.9 * (1 - 10.0 / 10.1) / 0.2))
+    fall = np.diff(used[32:])
+    assert np.all(fall < 0) and np.allclose(fall[1:], fall[1])  # a straight line down
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"schedule": "linear"}, "schedule must be wsd, cosine, step, constant"),
+        ({"decay_fraction": 0.0}, r"decay_fraction must be in \(0, 1\]"),
+        ({"decay_fraction": 1.5}, r"decay_fraction must be in \(0, 1\]"),
+        ({"min_lr": -0.1}, "min_lr is a fraction of lr"),
+        ({"warmup": -1}, "warmup must be 0 or more"),
+    ],
+)
+def test_bad_schedule_settings_are_one_clear_line(bad, match):
+    with pytest.raises(ValueError, match=match) as e:
+        TrainConfig(**bad)
+    assert "\n" not in str(e.value)
 
 
 def test_checkpoint_round_trip_restores_everything(tmp_path):

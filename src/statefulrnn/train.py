@@ -34,7 +34,7 @@ from .model import SequenceModel
 from .objectives import Objective
 from .precision import choose_precision
 from .state import State
-from .train_config import RESUMABLE, TrainConfig, resumed_config  # noqa: F401  (re-exported)
+from .train_config import RESUMABLE, TrainConfig, learning_rate, resumed_config  # noqa: F401  (re-exported)
 
 
 def seed_everything(seed: int) -> None:
@@ -88,6 +88,7 @@ class Trainer:
         self._running: dict[str, torch.Tensor] = {}
         self.state: State | None = None
         self.best_weights: dict[str, torch.Tensor] | None = None
+        self.lr = self.config.lr  # the rate of the last step taken
 
     def _resolve_precision(self) -> None:
         """Turn the configured precision into the one used (and recorded): refuse bf16 where the device
@@ -106,17 +107,10 @@ class Trainer:
             print(f"precision auto: {precision} ({why})", file=sys.stderr, flush=True)
 
     # --- learning rate -------------------------------------------------------------------------
-    def lr_at(self, step: int) -> float:
-        """The learning rate of global step `step` (a pure function, so resume needs no scheduler state)."""
-        c = self.config
-        if step < c.warmup:
-            return c.lr * (step + 1) / c.warmup
-        if c.schedule == "constant":
-            return c.lr
-        if c.schedule == "step":
-            return c.lr * c.gamma ** ((step // max(len(self.train_layout), 1)) // c.step_epochs)
-        progress = min(1.0, (step - c.warmup) / max(1, self.total_steps - c.warmup))
-        return c.lr * (c.min_lr + (1 - c.min_lr) * 0.5 * (1 + math.cos(math.pi * progress)))
+    def lr_at(self, step: int, tokens: int = 0, elapsed: float = 0.0) -> float:
+        """The learning rate of global step `step` after `tokens` training tokens and `elapsed` seconds:
+        a pure function of the data cursor (saved in the checkpoint), so resume needs no scheduler state."""
+        return learning_rate(self.config, step, tokens, elapsed, self.total_steps, len(self.train_layout))
 
     # --- one step ------------------------------------------------------------------------------
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -145,8 +139,9 @@ class Trainer:
         else:
             totals = self.dist.all_reduce_sums(sums)
             loss = self.dist.local_loss(sums["loss"], totals["count"])
+        self.lr = self.lr_at(self.cursor["step"], self.cursor["tokens"], self.cursor["elapsed"])
         for group in self.optimizer.param_groups:
-            group["lr"] = self.lr_at(self.cursor["step"])
+            group["lr"] = self.lr
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.clip > 0:
@@ -280,7 +275,7 @@ class Trainer:
                             "epoch": epoch,
                             "step": self.cursor["step"],
                             "loss": loss,
-                            "lr": self.lr_at(self.cursor["step"] - 1),
+                            "lr": self.lr,
                             "tokens_per_s": rate,
                             "elapsed_s": self.cursor["elapsed"],
                         }

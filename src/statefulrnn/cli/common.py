@@ -17,7 +17,7 @@ from ..files import jsonable
 from ..model import ModelConfig
 from ..precision import PRECISIONS
 from ..state import CELLS
-from ..train_config import TrainConfig
+from ..train_config import SCHEDULES, TrainConfig
 
 # Errors a user can fix: printed as one line, exit status 2. Anything else is a bug in statefulrnn.
 USER_ERRORS = (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, UnicodeError)
@@ -72,7 +72,12 @@ def add_model_options(
     """The model group; defaults from `ModelConfig`, then `overrides` (ModelConfig field names)."""
     d = {**defaults(ModelConfig), **(overrides or {})}
     g = p.add_argument_group("model")
-    g.add_argument("--cell", choices=CELLS, default=d["cell"], help="recurrent cell (rnn = tanh Elman)")
+    g.add_argument(
+        "--cell",
+        choices=CELLS,
+        default=d["cell"],
+        help="recurrent cell (rnn = tanh Elman; mingru, minlstm = parallel-scan cells)",
+    )
     g.add_argument("--hidden", type=int, default=d["hidden_size"], help="units per recurrent layer")
     g.add_argument("--layers", type=int, default=d["num_layers"], help="stacked recurrent layers")
     if text:
@@ -107,9 +112,23 @@ def add_training_options(p: argparse.ArgumentParser, overrides: Mapping[str, Any
     g.add_argument("--weight-decay", type=float, default=d["weight_decay"], help="AdamW weight decay")
     g.add_argument("--clip", type=float, default=d["clip"], help="max gradient norm (0 = no clipping)")
     g.add_argument(
-        "--schedule", choices=("cosine", "step", "constant"), default=d["schedule"], help="learning-rate schedule"
+        "--schedule",
+        choices=SCHEDULES,
+        default=d["schedule"],
+        help="learning rate over the budget (whichever of --epochs, --max-tokens, --max-time ends the run "
+        "first; a time budget's decay follows elapsed training time). wsd: the peak --lr (after any --warmup) "
+        f"until the last {d['decay_fraction']:.0%}% of the budget, then a linear decay to {d['min_lr']:g} x lr: "
+        "good at every budget, and a run extended on --resume returns to the peak rate and decays again before its new "
+        f"end. cosine: a half cosine from lr to {d['min_lr']:g} x lr over the whole budget (spends a short "
+        f"budget at reduced rates). step: x {d['gamma']:g} every {d['step_epochs']} epoch(s). constant: --lr "
+        "throughout",
     )
-    g.add_argument("--warmup", type=int, default=d["warmup"], help="steps of linear learning-rate warm-up")
+    g.add_argument(
+        "--warmup",
+        type=int,
+        default=d["warmup"],
+        help="steps of linear warm-up to --lr, for any schedule (0 = none; 100 cost validation loss in our tests)",
+    )
     g.add_argument(
         "--burn-in",
         type=int,
