@@ -108,10 +108,10 @@ def test_the_cycle_check_can_fail(tmp_path: Path) -> None:
         SRC = saved
 
 
-@pytest.mark.parametrize("layer", ["state", "model", "layout"])
+@pytest.mark.parametrize("layer", ["state", "scan", "model", "layout"])
 def test_the_core_imports_nothing_above_it(layer: str) -> None:
     g = graph()
-    core = {m for m in g if m.split(".")[1:2] in (["state"], ["model"], ["layout"])}
+    core = {m for m in g if m.split(".")[1:2] in (["state"], ["scan"], ["model"], ["layout"])}
     for m in core:
         if m.split(".")[1] == layer:
             assert g[m] <= core, f"{m} imports {sorted(g[m] - core)}"

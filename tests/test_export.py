@@ -23,6 +23,7 @@ from statefulrnn.engines.onnx import OnnxEngine
 from statefulrnn.engines.torch import TorchEngine, use_onednn
 from statefulrnn.export import export_onnx, parse_metadata, read_metadata
 from statefulrnn.model import SequenceModel
+from statefulrnn.scan import SCAN_CELLS
 from statefulrnn.series import ForecastSpec, Series, SeriesSet, forecast_run, model_inputs, n_inputs
 from statefulrnn.series.transform import transforms_to_json
 from statefulrnn.state import CELLS
@@ -95,6 +96,29 @@ def test_exported_graph_has_explicit_state_and_dynamic_axes(tmp_path):
     assert shapes["h"] == shapes["c"] == shapes["h_out"] == shapes["c_out"] == [2, "lanes", 12]
     assert shapes["outputs"] == ["lanes", "steps", 8]
     assert any(n.op_type == "LSTM" for n in proto.graph.node)  # ONNX Runtime's fused kernel, not a loop
+
+
+@pytest.mark.parametrize("cell", SCAN_CELLS)
+def test_scan_cells_export_a_loop_with_explicit_state(tmp_path, cell):
+    """minGRU/minLSTM export as one ONNX Loop per layer over a dynamic number of steps (h only, no c),
+    and a long call (warming a stream on its history) matches PyTorch's parallel scan."""
+    model = _text_run(tmp_path / "run", cell)
+    proto = onnx.load(str(export_onnx(tmp_path / "run", tmp_path / "m.onnx")))
+    onnx.checker.check_model(proto)
+    shapes = {
+        v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+        for v in [*proto.graph.input, *proto.graph.output]
+    }
+    assert set(shapes) == {"inputs", "h", "outputs", "h_out"}
+    assert shapes["inputs"] == ["lanes", "steps"] and shapes["h"] == shapes["h_out"] == [2, "lanes", 12]
+    assert sum(n.op_type == "Loop" for n in proto.graph.node) == 2
+    engine = select_engine("onnx", tmp_path / "m.onnx")
+    x = torch.randint(0, model.vocab_size, (3, 400), generator=torch.Generator().manual_seed(0))
+    state = model.initial_state(3)._map(lambda t: torch.rand(t.shape))
+    y, after = engine.step(state, x)
+    with torch.no_grad():
+        y_ref, ref = model(x, state)
+    assert float((y - y_ref).abs().max()) <= TOL and float((after.h - ref.h).abs().max()) <= TOL
 
 
 def test_text_metadata_round_trip(tmp_path):

@@ -1,4 +1,6 @@
-"""SequenceModel: exact state carry across windows, resets, the fused fast path, truncated BPTT."""
+"""SequenceModel: exact state carry across windows, resets, the fused fast path, truncated BPTT.
+
+Every cell in CELLS runs every property here, the parallel-scan cells (minGRU, minLSTM) included."""
 
 from __future__ import annotations
 
@@ -10,12 +12,14 @@ from hypothesis import strategies as st
 
 from statefulrnn.layout import PackLayout, StatelessLayout
 from statefulrnn.model import SequenceModel
+from statefulrnn.scan import SCAN_CELLS
 from statefulrnn.state import CELLS, State
 
 VOCAB = 6
 FEATURES = 2
 TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
 SETTINGS = settings(max_examples=50, deadline=None)
+FUSED = tuple(c for c in CELLS if c not in SCAN_CELLS)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread (conftest.py)
@@ -251,7 +255,7 @@ def _count_rnn_calls(model: SequenceModel):
     return lengths, handle
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", FUSED)
 @settings(max_examples=25, deadline=None)
 @given(
     lanes=st.integers(1, 3),
@@ -282,7 +286,7 @@ def test_one_fused_call_per_piece(cell, lanes, steps, data):
         handle.remove()
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", FUSED)
 def test_fused_call_counts_examples(cell):
     model = _model(cell, False, hidden=2, layers=1)
     x = _inputs(False, 2, 10)
@@ -298,6 +302,24 @@ def test_fused_call_counts_examples(cell):
         assert lengths == [3, 4, 3]
     finally:
         handle.remove()
+
+
+@pytest.mark.parametrize("cell", SCAN_CELLS)
+@settings(max_examples=25, deadline=None)
+@given(lanes=st.integers(1, 3), steps=st.integers(1, 20), data=st.data())
+def test_scan_cells_take_one_call_whatever_the_resets(cell, lanes, steps, data):
+    """The scan zeroes a_t where a lane resets, so the window is never cut into pieces."""
+    model = _model(cell, True, hidden=2, layers=2)
+    x = _inputs(True, lanes, steps)
+    resets = torch.zeros(lanes, steps, dtype=torch.bool)
+    for lane, col in data.draw(st.sets(st.tuples(st.integers(0, lanes - 1), st.integers(0, steps - 1)), max_size=8)):
+        resets[lane, col] = True
+    lengths, handle = _count_rnn_calls(model)
+    try:
+        model(x, _random_state(model, lanes), resets)
+    finally:
+        handle.remove()
+    assert lengths == [steps]
 
 
 # --- truncated backpropagation through time -------------------------------------------------------

@@ -296,6 +296,23 @@ def test_header_fields_must_match_the_payload():
     assert zlib.crc32(bytes(data[28:])) == crc
 
 
+@pytest.mark.parametrize("kind, code", [("lstm", 0), ("gru", 1), ("rnn", 2), ("mingru", 3), ("minlstm", 4)])
+def test_cell_codes_in_the_header_never_change(kind, code):
+    """States written before minGRU/minLSTM existed still read back as the same cell."""
+    data = State.zeros(kind, 1, 2, 3).to_bytes()
+    assert data[10] == code and State.from_bytes(data).kind == kind
+
+
+def test_scan_cells_carry_h_only():
+    h = torch.zeros(2, 3, 4)
+    for kind in ("mingru", "minlstm"):
+        assert State.zeros(kind, 2, 3, 4).c is None
+        with pytest.raises(ValueError, match="lstm state needs both"):
+            State(kind, h, torch.zeros_like(h))
+    with pytest.raises(ValueError, match="cannot concat"):
+        State.concat([State.zeros("mingru", 2, 1, 4), State.zeros("gru", 2, 1, 4)])
+
+
 def test_to_bytes_rejects_unsupported_dtype():
     with pytest.raises(ValueError, match="dtype"):
         State("rnn", torch.zeros(1, 1, 1, dtype=torch.int32)).to_bytes()

@@ -15,7 +15,7 @@ from statefulrnn.model import SequenceModel
 from statefulrnn.runs import atomic_write, save_model
 from statefulrnn.series import ForecastSpec, Series, model_inputs, n_inputs
 from statefulrnn.series.transform import transforms_to_json
-from statefulrnn.state import State
+from statefulrnn.state import CELLS, State
 from statefulrnn.stores import ModelMismatch
 from statefulrnn.stores.sqlite import SQLiteStore
 from statefulrnn.stream import SeqConflict, StepRequest, StreamingPredictor, TorchEngine, UnknownStream
@@ -83,6 +83,27 @@ def test_steps_in_chunks_equal_one_offline_pass(text_run):
         at += size
     np.testing.assert_allclose(np.concatenate(chunks), offline(p, ids), atol=1e-5)
     assert p.info("s").seq == 6 and p.info("s").steps == 40
+
+
+@pytest.mark.parametrize("engine", ["torch", "onnx"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_every_cell_streams_like_one_offline_pass_and_replays_retries(tmp_path, cell, engine):
+    """Each cell, the scan cells included: chunked calls of several streams batched together equal one
+    offline pass per stream, and a retry replays the original outputs bit for bit."""
+    p = StreamingPredictor(make_text_run(tmp_path / cell, cell), engine=engine)
+    rng = np.random.default_rng(3)
+    ids = {s: rng.integers(0, len(p.vocab), 30).tolist() for s in ("a", "b", "c")}
+    got: dict[str, list[np.ndarray]] = {s: [] for s in ids}
+    at = 0
+    for seq, size in enumerate((1, 7, 1, 2, 19)):
+        out = p.apply([StepRequest(s, p.check_inputs(ids[s][at : at + size]), seq=seq) for s in ids])
+        for s, result in zip(ids, out):
+            got[s].append(result.outputs)
+        at += size
+    for s in ids:
+        np.testing.assert_allclose(np.concatenate(got[s]), offline(p, ids[s]), atol=1e-5)
+    again = p.apply([StepRequest("b", p.check_inputs(ids["b"][11:]), seq=4)])[0]
+    assert again.replayed and np.array_equal(again.outputs, got["b"][-1])
 
 
 def test_step_many_is_one_engine_call_per_distinct_length(text_run):

@@ -13,6 +13,8 @@ and for series runs the fitted transforms and interval bands, so a forecaster ne
 The graph comes from torch's TorchScript exporter (`dynamo=False`, deprecated since torch 2.9 but
 working in 2.13): it turns nn.LSTM/GRU/RNN into ONNX's fused LSTM/GRU/RNN ops in well under a second
 and needs only `onnx`. The dynamo exporter gives the same ops but needs onnxscript and took ~13 s.
+minGRU and minLSTM export their gates as MatMuls over the whole call and the recurrence as one ONNX
+Loop per layer (`scan.linear_scan` traces its step-by-step form under export), with `h` alone as state.
 """
 
 from __future__ import annotations
@@ -85,8 +87,7 @@ def model_to_onnx(model: SequenceModel, metadata: Mapping[str, str] | None = Non
             opset_version=opset,
             dynamo=False,
         )
-    data = buf.getvalue()
-    return _with_metadata(data, metadata) if metadata else data
+    return _finish(buf.getvalue(), metadata or {}, model.num_layers, model.hidden_size)
 
 
 def export_onnx(run: str | Path, out: str | Path, *, opset: int = OPSET) -> Path:
@@ -188,10 +189,17 @@ def _require_onnx() -> Any:
     return onnx
 
 
-def _with_metadata(data: bytes, metadata: Mapping[str, str]) -> bytes:
+def _finish(data: bytes, metadata: Mapping[str, str], layers: int, hidden: int) -> bytes:
+    """Give the state outputs their (layers, lanes, hidden) shape, which the exporter loses after an
+    ONNX Loop (the scan cells), and attach `metadata`."""
     onnx = _require_onnx()
     proto = onnx.load_from_string(data)
-    proto.producer_name = "statefulrnn"
+    for output in proto.graph.output:
+        if output.name in OUTPUTS[1:]:
+            dims = output.type.tensor_type.shape.dim
+            dims[0].dim_value, dims[2].dim_value = layers, hidden
+    if metadata:
+        proto.producer_name = "statefulrnn"
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value

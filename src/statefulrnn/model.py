@@ -1,7 +1,8 @@
-"""SequenceModel: embedding or features -> fused torch LSTM/GRU/RNN stack -> linear head.
+"""SequenceModel: embedding or features -> recurrent stack -> linear head.
 
 The recurrent stack is one `torch.nn.LSTM`, `GRU` or `RNN` (tanh) module, so every window runs in
-PyTorch's fused kernel (oneDNN on CPU, cuDNN on GPU). State goes in and comes out explicitly as a
+PyTorch's fused kernel (oneDNN on CPU, cuDNN on GPU), or a minGRU / minLSTM stack (`scan.py`), whose
+window is a matrix multiply per layer and a parallel scan. State goes in and comes out explicitly as a
 `State`; nothing is kept inside the module, so one model serves any number of lanes or streams.
 """
 
@@ -13,9 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from .scan import SCAN_MODULES
 from .state import State, check_cell
 
-_MODULES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+_FUSED = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
 
 @dataclass
@@ -41,7 +43,8 @@ class SequenceModel(nn.Module):
     """A recurrent sequence model that gives an output at every time step.
 
     Args:
-        cell: "lstm", "gru" or "rnn" (Elman RNN with tanh).
+        cell: "lstm", "gru", "rnn" (Elman RNN with tanh), or the parallel-scan cells "mingru" and
+            "minlstm" (h only, gates from the input alone; see `statefulrnn.scan`).
         vocab_size: number of token ids, for token input (text); ids go through an embedding.
         n_features: number of real-valued input features per step (time series). Give exactly one
             of `vocab_size` and `n_features`.
@@ -87,9 +90,11 @@ class SequenceModel(nn.Module):
 
         self.embedding = nn.Embedding(vocab_size, embedding_dim) if vocab_size is not None else None
         input_size = embedding_dim if vocab_size is not None else n_features
-        self.rnn = _MODULES[cell](
-            input_size, hidden_size, num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0
-        )
+        between = dropout if num_layers > 1 else 0.0
+        if cell in SCAN_MODULES:
+            self.rnn = SCAN_MODULES[cell](input_size, hidden_size, num_layers, dropout=between)
+        else:
+            self.rnn = _FUSED[cell](input_size, hidden_size, num_layers, batch_first=True, dropout=between)
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.head = nn.Linear(hidden_size, self.n_outputs)
 
@@ -130,6 +135,11 @@ class SequenceModel(nn.Module):
             outputs (lanes, T, n_outputs) and the state after the last step.
         """
         inputs = self.drop(self.embedding(x) if self.embedding is not None else x)  # (lanes, T, input_size)
+        if self.cell in SCAN_MODULES:  # resets are handled inside the scan: one call whatever they are
+            if resets is not None:
+                resets = _resets(resets, inputs.shape[:2])
+            hidden, h_n = self.rnn(inputs, None if state is None else state.h, resets)
+            return self.head(self.drop(hidden)), State(self.cell, h_n)
         if resets is None:
             hidden, hx = self.rnn(inputs, None if state is None else state.to_torch())  # (lanes, T, hidden)
             return self.head(self.drop(hidden)), State.from_torch(self.cell, hx)
@@ -141,9 +151,7 @@ class SequenceModel(nn.Module):
     ) -> tuple[torch.Tensor, State]:
         """Cut the window at every column where some lane resets; one fused call per piece."""
         lanes, steps = inputs.shape[:2]
-        resets = torch.as_tensor(resets, dtype=torch.bool)
-        if resets.shape != (lanes, steps):
-            raise ValueError(f"resets must be (lanes, T) = {(lanes, steps)}, got {tuple(resets.shape)}")
+        resets = _resets(resets, (lanes, steps))
         columns = resets.any(dim=0).nonzero().flatten().tolist()
         if state is None:
             state = self.initial_state(lanes)
@@ -157,3 +165,11 @@ class SequenceModel(nn.Module):
             state = State.from_torch(self.cell, hx)
             pieces.append(hidden)
         return (pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)), state
+
+
+def _resets(resets: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """`resets` as a bool tensor, checked against the window's (lanes, T)."""
+    resets = torch.as_tensor(resets, dtype=torch.bool)
+    if resets.shape != tuple(shape):
+        raise ValueError(f"resets must be (lanes, T) = {tuple(shape)}, got {tuple(resets.shape)}")
+    return resets

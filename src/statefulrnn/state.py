@@ -1,7 +1,8 @@
-"""The recurrent state of a stack of LSTM, GRU or RNN layers, one slice per lane.
+"""The recurrent state of a stack of LSTM, GRU, RNN, minGRU or minLSTM layers, one slice per lane.
 
 A `State` is an immutable value: every operation returns a new one. Tensors are shaped
-(layers, lanes, hidden), the layout `torch.nn.LSTM/GRU/RNN` expect for their `hx` argument.
+(layers, lanes, hidden), the layout `torch.nn.LSTM/GRU/RNN` expect for their `hx` argument. Only LSTM
+has a cell state `c`; the others, minLSTM included, carry `h` alone.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-CELLS = ("lstm", "gru", "rnn")
+CELLS = ("lstm", "gru", "rnn", "mingru", "minlstm")  # byte-format codes: append only
 
 _MAGIC = b"SRNNSTAT"
 _VERSION = 1
@@ -31,7 +32,7 @@ def check_cell(cell: str) -> str:
 
 @dataclass(frozen=True)
 class State:
-    """Hidden state `h` (and cell state `c` for LSTM) of every layer and lane."""
+    """Hidden state `h` (and cell state `c` for LSTM only) of every layer and lane."""
 
     kind: str
     h: torch.Tensor
@@ -42,7 +43,7 @@ class State:
         if self.h.dim() != 3:
             raise ValueError(f"state tensors must be (layers, lanes, hidden), got shape {tuple(self.h.shape)}")
         if (self.kind == "lstm") != (self.c is not None):
-            raise ValueError("an lstm state needs both h and c; gru and rnn states have h only")
+            raise ValueError("an lstm state needs both h and c; the other cells' states have h only")
         if self.c is not None and self.c.shape != self.h.shape:
             raise ValueError(f"c has shape {tuple(self.c.shape)} but h has {tuple(self.h.shape)}")
 
