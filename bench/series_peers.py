@@ -6,7 +6,8 @@ Nixtla statsforecast's SeasonalNaive, AutoETS, AutoTheta and MSTL are refit at e
 scored exactly as `backtest_series` scores our models: actuals with filled values left out, MASE
 scaled by the in-sample seasonal naive error of the part before the first test origin (pooled over
 the origins of a series), then the mean over the series of the entry. Our own seasonal naive is
-scored alongside; statsforecast's SeasonalNaive must match it (a consistency check).
+scored alongside; statsforecast's SeasonalNaive must match it (a consistency check). The peers and
+their scoring live in `statefulrnn.series.peers`, which `make demo` uses too.
 
     pip install -e '.[bench]'                                  # statsforecast (not a runtime dependency)
     OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 python bench/series_peers.py
@@ -23,26 +24,19 @@ import argparse
 import json
 import sys
 import tempfile
-import time
-import warnings
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-import pandas as pd
 
 try:
     from statefulrnn.study.forecasting import MANY, SUITE, TRAIN, many_series, suite_names
 except ImportError:  # a source checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from statefulrnn.study.forecasting import MANY, SUITE, TRAIN, many_series, suite_names
-from statefulrnn.series.forecast import observed_windows
-from statefulrnn.series.metrics import baseline_forecasts, mean_scores, score_forecasts
+from statefulrnn.series.peers import PEERS, mstl_fit_seasons, peer_forecasts, require_statsforecast, score_peers
 from statefulrnn.series.read import read_series
 from statefulrnn.series.spec import ForecastSpec
 from statefulrnn.study.common import data_dir
 
-PEERS = ("SeasonalNaive", "AutoETS", "AutoTheta", "MSTL")
 MSTL_SEASONS = {
     "taylor": [48, 336],  # half-hourly: day, week
     "seattle": [24, 168],  # hourly: day, week
@@ -58,12 +52,9 @@ MSTL_SEASONS = {
 
 def _statsforecast() -> Any:
     try:
-        import statsforecast
-    except ImportError as e:
-        raise SystemExit(
-            "bench/series_peers.py needs statsforecast (a benchmark-only dependency): pip install -e '.[bench]'"
-        ) from e
-    return statsforecast
+        return require_statsforecast()
+    except ValueError as e:
+        raise SystemExit(f"bench/series_peers.py: {e} (or pip install -e '.[bench]')") from None
 
 
 def entry(name: str, tmp: Path) -> tuple[Path, dict, dict, dict]:
@@ -77,87 +68,30 @@ def entry(name: str, tmp: Path) -> tuple[Path, dict, dict, dict]:
     return data_dir() / "series" / file, spec, read, over
 
 
-def make_model(peer: str, season: int, mstl_seasons: list[int]) -> tuple[Any, str]:
-    """A fresh statsforecast model for `peer` and a note on what it became (empty when as asked)."""
-    from statsforecast.models import MSTL, AutoETS, AutoTheta, SeasonalNaive
-
-    if peer == "SeasonalNaive":
-        return SeasonalNaive(season_length=season), ""
-    if peer == "AutoETS":
-        return AutoETS(season_length=season), "non-seasonal (season > 24)" if season > 24 else ""
-    if peer == "AutoTheta":
-        return AutoTheta(season_length=season), ""
-    if peer == "MSTL":
-        if mstl_seasons:
-            return MSTL(season_length=mstl_seasons), ""
-        return AutoETS(model="ZZN", alias="MSTL"), "no season: AutoETS(ZZN), MSTL's trend model, alone"
-    raise ValueError(peer)
-
-
-def mstl_fit_seasons(name: str, shortest: int) -> tuple[list[int], str]:
-    """The natural seasons of `name` that the shortest history holds two full cycles of, and a note."""
-    want = MSTL_SEASONS.get(name, [])
-    keep = [m for m in want if m > 1 and 2 * m < shortest]
-    dropped = [m for m in want if m not in keep]
-    note = f"dropped {dropped} (history {shortest} < 2 cycles)" if dropped else ""
-    return keep, note
-
-
 def run_entry(name: str, tmp: Path, log: Any = print) -> dict[str, Any]:
     """Backtest our seasonal naive and the statsforecast peers on entry `name`; MASE and timings."""
-    from statsforecast import StatsForecast
-
     file, spec_args, read, over = entry(name, tmp)
     spec = ForecastSpec(**spec_args)
     window = {**TRAIN, **over}["window"]
-    data = read_series(file, features=spec.features, **read)
-    series = list(data)
+    series = list(read_series(file, features=spec.features, **read))
     origins = {s.id: spec.test_origins(s, window) for s in series}
     h, season = spec.horizon, spec.season
+    peers = peer_forecasts(series, origins, h, season, MSTL_SEASONS.get(name, []), refit=True)
+    scored = score_peers(series, origins, peers, h, season)
+    if scored["seasonal_naive_gap"] > 1e-9:
+        log(f"  ! {name}: statsforecast SeasonalNaive differs from ours by up to {scored['seasonal_naive_gap']:.3g}")
     shortest = min(int(o[0]) for o in origins.values())
-    mstl_seasons, mstl_note = mstl_fit_seasons(name, shortest)
-    preds = {p: {s.id: np.empty((len(origins[s.id]), h)) for s in series} for p in PEERS}
-    seconds, notes = {}, {}
-    for peer in PEERS:
-        model, note = make_model(peer, season, mstl_seasons)
-        notes[peer] = "; ".join(n for n in (note, mstl_note if peer == "MSTL" else "") if n)
-        start = time.perf_counter()
-        for k in range(spec.test_windows):
-            # every series of the entry at its own k-th origin, fitted together (each on its own history)
-            df = pd.concat(
-                pd.DataFrame({"unique_id": s.id, "ds": np.arange(origins[s.id][k]), "y": s.values[: origins[s.id][k]]})
-                for s in series
-            )
-            sf = StatsForecast(models=[model], freq=1, n_jobs=1)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                fc = sf.forecast(df=df, h=h)
-            alias = next(c for c in fc.columns if c not in ("unique_id", "ds"))
-            for uid, part in fc.groupby("unique_id", sort=False):
-                preds[peer][uid][k] = part.sort_values("ds")[alias].to_numpy()
-        seconds[peer] = time.perf_counter() - start
-    scored = []
-    for s in series:
-        o = origins[s.id]
-        actual = observed_windows(s, o, h)
-        ours = baseline_forecasts(s.values, o, h, season)["seasonal_naive"]
-        forecasts = {"seasonal_naive": ours, **{p: preds[p][s.id] for p in PEERS}}
-        scored.append(score_forecasts(actual, forecasts, s.values[: o[0]], season))
-        gap = float(np.nanmax(np.abs(ours - preds["SeasonalNaive"][s.id])))
-        if gap > 1e-9:
-            log(f"  ! {name}/{s.id}: statsforecast SeasonalNaive differs from ours by up to {gap:.3g}")
-    mean = mean_scores(scored)
     result = {
         "horizon": h,
         "season": season,
         "series": len(series),
         "origins": spec.test_windows,
-        "mstl_seasons": mstl_seasons,
-        "mase": {k: v["mase"] for k, v in mean.items()},
-        "seconds": seconds,
-        "notes": {k: v for k, v in notes.items() if v},
+        "mstl_seasons": mstl_fit_seasons(MSTL_SEASONS.get(name, []), shortest)[0],
+        "mase": {k: v["mase"] for k, v in scored["mean"].items() if k != "naive"},
+        "seconds": peers.seconds,
+        "notes": peers.notes,
     }
-    m = result["mase"]
+    m, seconds = result["mase"], peers.seconds
     log(
         f"{name:9} MASE s-naive {m['seasonal_naive']:.3f}  SeasonalNaive {m['SeasonalNaive']:.3f}  "
         f"AutoETS {m['AutoETS']:.3f}  AutoTheta {m['AutoTheta']:.3f}  MSTL {m['MSTL']:.3f}  "

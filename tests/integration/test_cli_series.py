@@ -14,7 +14,8 @@ import pytest
 
 SEASON = 8
 IDS = ("a", "b", "c")
-TRAIN = ["--horizon", "6", "--season", "8", "--epochs", "2", "--hidden", "8", "--quiet"]
+AUTO = ["--horizon", "6", "--season", "8", "--epochs", "2", "--hidden", "8", "--quiet"]
+TRAIN = [*AUTO, "--diff", "0", "--seasonal-diff", "0", "--deseason", "no", "--scale", "minmax"]  # fixed: fast
 
 
 def cli(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -246,7 +247,7 @@ def test_unsorted_timestamps_suggest_an_option_that_exists(tmp_path):
 
 
 def test_open_preparation_is_chosen_on_validation_and_printed_with_seasonal_naive(tmp_path, csv_file):
-    out = cli("train", "series", csv_file, "--out", tmp_path / "auto", *TRAIN, "--season", "8", "16").stdout
+    out = cli("train", "series", csv_file, "--out", tmp_path / "auto", *AUTO, "--season", "8", "16").stdout
     assert "preparation chosen on validation (1 of 2 epochs of the budget per candidate):" in out
     chosen = [line for line in out.splitlines() if line.startswith(" * ")]
     assert len(chosen) == 1
@@ -261,7 +262,7 @@ def test_fixed_preparation_trains_one_model_and_an_ensemble_takes_several(tmp_pa
     fixed = ["--diff", "1", "--seasonal-diff", "0", "--deseason", "no", "--scale", "standard"]
     run = tmp_path / "fixed"
     summary = json.loads(
-        cli("train", "series", csv_file, "--out", run, *TRAIN, *fixed, "--ensemble", "2", "--json").stdout
+        cli("train", "series", csv_file, "--out", run, *AUTO, *fixed, "--ensemble", "2", "--json").stdout
     )
     assert summary["selection"] is None and summary["preparation"] == "diff1, standard"
     assert summary["ensemble"] == 2 and (run / "members" / "1" / "model.safetensors").is_file()
