@@ -32,10 +32,10 @@ def make_data(where: Path) -> None:
     pd.concat(frames).to_csv(where / "load.csv", index=False)
 
 
-def test_the_library_section_has_the_three_snippets() -> None:
+def test_the_library_section_has_the_four_snippets() -> None:
     snippets = library_snippets()
-    assert len(snippets) == 3
-    assert "train_text" in snippets[1] and "train_series" in snippets[2]
+    assert len(snippets) == 4
+    assert "train_text" in snippets[1] and "train_series" in snippets[2] and "StatefulForecaster" in snippets[3]
 
 
 def test_the_library_snippets_run_as_written(tmp_path: Path) -> None:

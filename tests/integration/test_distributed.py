@@ -23,6 +23,7 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="to
 
 TINY = ["--hidden", "16", "--layers", "1", "--embedding-dim", "8", "--lanes", "4", "--window", "16"]
 RUN = [*TINY, "--quiet", "--json", "--seed", "3", "--checkpoint-every", "0", "--log-every", "1"]
+RUN += ["--schedule", "constant"]  # a half-budget run extended on resume decays where a whole one would not
 TOKENS = 2048  # 32 steps of 4 lanes x 16 steps
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]

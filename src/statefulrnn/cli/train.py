@@ -87,14 +87,14 @@ def _add_series(kinds: argparse._SubParsersAction) -> None:
         default=["auto"],
         metavar="STEPS",
         help="seasonal periods in steps, the main one first (MASE and seasonal naive use it): e.g. 48 336 for "
-        "half-hourly data with daily and weekly cycles; 1 for none; auto (default): the usual periods of the "
+        "half-hourly data with daily and weekly cycles; 1 for none; auto: the usual periods of the "
         "data's frequency (hourly 24 168, half-hourly 48 336, daily 7, weekly 52, monthly 12, quarterly 4)",
     )
     g.add_argument(
         "--diff",
         default="auto",
         choices=("auto", "0", "1", "2"),
-        help="first differences before scaling (default: auto)",
+        help="first differences before scaling",
     )
     g.add_argument(
         "--seasonal-diff",
@@ -102,21 +102,21 @@ def _add_series(kinds: argparse._SubParsersAction) -> None:
         const="main",
         default="auto",
         metavar="LAG",
-        help="difference at this seasonal lag first (0: never; without a value: the main season; default: auto, "
-        "choosing among none and each season)",
+        help="difference at this seasonal lag first (0: never; without a value: the main season; auto: choose "
+        "among none and each season)",
     )
     g.add_argument(
         "--deseason",
         default="auto",
         choices=("auto", "yes", "no"),
         help="subtract the seasonal profile an MSTL decomposition (statsmodels) finds in the training part, so the "
-        "network models what the seasons leave (a hybrid, as the M4 winner ES-RNN; default: auto)",
+        "network models what the seasons leave (a hybrid, as the M4 winner ES-RNN)",
     )
     g.add_argument(
         "--scale",
         choices=("auto", "minmax", "standard", "none"),
         default="auto",
-        help="per-series scaling (default: auto)",
+        help="per-series scaling",
     )
     g.add_argument("--no-phase", action="store_true", help="do not feed sin/cos of the position in each season")
     g.add_argument(
@@ -124,7 +124,7 @@ def _add_series(kinds: argparse._SubParsersAction) -> None:
         type=int,
         default=1,
         metavar="N",
-        help="train N models (seeds seed..seed+N-1) and forecast their median (default: 1)",
+        help="train N models (seeds seed..seed+N-1) and forecast their median",
     )
     g.add_argument(
         "--test-windows",
