@@ -240,3 +240,15 @@ def test_export_command(tmp_path, capsys):
     assert summary["format"] == "onnx" and (tmp_path / "o" / "m.onnx").stat().st_size == summary["bytes"]
     with pytest.raises(SystemExit):
         parser.parse_args(["export", str(tmp_path / "run"), "--format", "tflite", "--out", "x"])
+
+
+@pytest.mark.parametrize("hidden", [5, 12])  # tied without, and with, the hidden -> embedding projection
+def test_regularised_tied_model_exports_and_matches_torch_in_eval(tmp_path, hidden):
+    torch.manual_seed(0)
+    vocab = Vocab("char", ("<unk>", *"abcdefg"))
+    kw = {"locked_dropout": 0.3, "weight_drop": 0.3, "embedding_dropout": 0.1, "tie_weights": True}
+    model = SequenceModel("lstm", vocab_size=len(vocab), embedding_dim=5, hidden_size=hidden, **kw).eval()
+    ckpt.save_model(tmp_path / "run", model, {"task": "text"})
+    vocab.save(tmp_path / "run" / "vocab.json")
+    engine = select_engine("onnx", export_onnx(tmp_path / "run", tmp_path / "m.onnx"))
+    assert _stream_errors(engine, model, 3, tokens=True) <= TOL

@@ -14,7 +14,7 @@ from dataclasses import MISSING, fields
 from typing import Any
 
 from ..files import jsonable
-from ..model import ModelConfig
+from ..model import PRESETS, ModelConfig
 from ..precision import PRECISIONS
 from ..state import CELLS
 from ..train_config import SCHEDULES, TrainConfig
@@ -83,13 +83,65 @@ def add_model_options(
     if text:
         g.add_argument("--embedding-dim", type=int, default=d["embedding_dim"], help="token embedding size")
     g.add_argument("--dropout", type=float, default=d["dropout"], help="dropout on layer inputs and the head (0 = off)")
+    g.add_argument(
+        "--locked-dropout",
+        type=float,
+        default=None,
+        help="variational dropout: one mask per lane and window, the same at every step, on the "
+        f"{'embedding output' if text else 'input'}, between layers and on the head input (default "
+        f"{d['locked_dropout']:g} = off; training only)",
+    )
+    g.add_argument(
+        "--weight-drop",
+        type=float,
+        default=None,
+        help="DropConnect on the hidden-to-hidden weights, a fresh mask per window; lstm, gru and rnn only "
+        f"(default {d['weight_drop']:g} = off; training only)",
+    )
+    if text:
+        g.add_argument(
+            "--embedding-dropout",
+            type=float,
+            default=None,
+            help="drop whole rows of the embedding matrix (every occurrence of a token in a window) "
+            f"(default {d['embedding_dropout']:g} = off; training only)",
+        )
+        g.add_argument(
+            "--tie-weights",
+            action="store_const",
+            const=True,
+            default=None,
+            help="the output head uses the embedding matrix (through a hidden -> embedding projection when "
+            "--hidden differs from --embedding-dim): fewer parameters (in short runs here it cost validation loss)",
+        )
+        g.add_argument(
+            "--preset",
+            choices=sorted(PRESETS),
+            default=None,
+            help="a named regularisation (not yet shown to beat the defaults; BENCHMARKS.md); options given "
+            "explicitly win. "
+            + "; ".join(f"{name}: {_preset_flags(values)}" for name, values in sorted(PRESETS.items())),
+        )
+
+
+def _preset_flags(values: Mapping[str, Any]) -> str:
+    return " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v:g}") for k, v in values.items())
+
+
+REGULARISERS = ("locked_dropout", "weight_drop", "embedding_dropout", "tie_weights")
 
 
 def model_args(args: argparse.Namespace, text: bool = True) -> dict[str, Any]:
-    """The `SequenceModel` arguments the model group parsed."""
+    """The `SequenceModel` arguments the model group parsed: an option given wins over --preset, which
+    wins over the `ModelConfig` default."""
     out = {"cell": args.cell, "hidden_size": args.hidden, "num_layers": args.layers}
     if text:
         out["embedding_dim"] = args.embedding_dim
+    preset = PRESETS[args.preset] if getattr(args, "preset", None) else {}
+    for name in REGULARISERS:
+        given = getattr(args, name, None)
+        if given is not None or name in preset:
+            out[name] = given if given is not None else preset[name]
     return {**out, "dropout": args.dropout}
 
 
