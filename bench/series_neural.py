@@ -39,7 +39,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from series_peers import entry  # noqa: E402
 from statefulrnn.series.data import Series  # noqa: E402
-from statefulrnn.series.peers import PeerForecasts, score_peers  # noqa: E402
+from statefulrnn.series.peers import PeerForecasts, forecasts_at_origins, score_peers  # noqa: E402
 from statefulrnn.series.read import read_series  # noqa: E402
 from statefulrnn.series.spec import ForecastSpec  # noqa: E402
 from statefulrnn.study.forecasting import TRAIN, suite_names  # noqa: E402
@@ -91,15 +91,7 @@ def neural_forecasts(model: Any, series: list[Series], origins: dict[str, np.nda
     df = pd.concat(pd.DataFrame({"unique_id": s.id, "ds": np.arange(len(s)), "y": s.values}) for s in series)
     nf = NeuralForecast(models=[model], freq=1)
     cv = nf.cross_validation(df=df, n_windows=k, step_size=h, refit=False)
-    alias = next(c for c in cv.columns if c not in ("unique_id", "ds", "cutoff", "y"))
-    preds = {}
-    for s in series:
-        part = cv[cv["unique_id"] == s.id].sort_values(["cutoff", "ds"])
-        cutoffs = part["cutoff"].drop_duplicates().to_numpy() + 1
-        if not np.array_equal(cutoffs, np.asarray(origins[s.id])):
-            raise RuntimeError(f"neuralforecast's cutoffs {cutoffs} for '{s.id}' are not the origins {origins[s.id]}")
-        preds[s.id] = part[alias].to_numpy(dtype=np.float64).reshape(k, h)
-    return preds
+    return forecasts_at_origins(cv, series, origins, h, "neuralforecast")
 
 
 def run_entry(name: str, tmp: Path, seeds: list[int], steps: int, log: Any = print) -> dict[str, Any]:

@@ -68,6 +68,14 @@ def _positions(series: Series) -> np.ndarray:
     return np.arange(len(series), dtype=np.float64)
 
 
+def fit_transform(series: Series, spec: ForecastSpec, end: int | None = None) -> Transform:
+    """A new transform of `spec` fitted on the first `end` steps of a series (its training part; None: all
+    of it), its seasonal positions counted from the timestamps as `model_inputs` counts them."""
+    end = len(series) if end is None else end
+    features = None if series.features is None else series.features[:end]
+    return spec.transform().fit(series.values[:end], features, first_position(series, spec.period))
+
+
 def model_inputs(series: Series, transform: Transform, spec: ForecastSpec) -> tuple[np.ndarray, np.ndarray]:
     """Inputs (T - offset, n_features) and targets (T - offset, H) of a series in model units."""
     z = transform.transform(series.values, first_position(series, spec.period))

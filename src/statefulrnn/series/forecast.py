@@ -20,7 +20,7 @@ from ..files import read_json
 from ..model import SequenceModel
 from ..runs import INTERVALS, Run, load_run
 from .data import Series, SeriesSet
-from .features import first_position, model_inputs
+from .features import first_position, fit_transform, model_inputs
 from .metrics import baseline_forecasts, interval_hits, mean_scores, score_forecasts
 from .read import read_series
 from .spec import ForecastSpec
@@ -181,7 +181,7 @@ def fitted_transform(s: Series, transforms: dict[str, Transform], spec: Forecast
     """The run's transform of a known series, or one fitted on this history for a new series."""
     if s.id in transforms:
         return transforms[s.id]
-    return spec.transform().fit(s.values, s.features, first_position(s, spec.period))
+    return fit_transform(s, spec)
 
 
 def forecast_run(
@@ -225,12 +225,7 @@ def evaluate_series_run(run: str | Path, path: str | Path | SeriesSet, *, device
         if s.id in transforms:
             fitted[s.id] = transforms[s.id]
         else:
-            val_start, _ = spec.splits(s, config["train"]["window"])
-            fitted[s.id] = spec.transform().fit(
-                s.values[:val_start],
-                None if s.features is None else s.features[:val_start],
-                first_position(s, spec.period),
-            )
+            fitted[s.id] = fit_transform(s, spec, spec.splits(s, config["train"]["window"])[0])
     return backtest_series(loaded.models, data, fitted, spec, config, loaded.intervals)
 
 

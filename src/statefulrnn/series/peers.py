@@ -170,12 +170,20 @@ def _fit_once(model: Any, series: Sequence[Series], origins: Mapping[str, np.nda
     cv = StatsForecast(models=[model], freq=1, n_jobs=1).cross_validation(
         df=_frame(series, ends), h=h, n_windows=k, step_size=step, refit=False
     )
+    return forecasts_at_origins(cv, series, origins, h, "statsforecast")
+
+
+def forecasts_at_origins(
+    cv: pd.DataFrame, series: Sequence[Series], origins: Mapping[str, np.ndarray], h: int, who: str
+) -> dict[str, np.ndarray]:
+    """A Nixtla-style cross_validation frame (integer ds, one model column) as forecasts (K, H) per series
+    id, checking that its cutoffs are exactly our origins (cutoff = origin - 1)."""
     alias = next(c for c in cv.columns if c not in ("unique_id", "ds", "cutoff", "y"))
     preds = {}
     for s in series:
         part = cv[cv["unique_id"] == s.id].sort_values(["cutoff", "ds"])
         cutoffs = part["cutoff"].drop_duplicates().to_numpy() + 1
         if not np.array_equal(cutoffs, np.asarray(origins[s.id])):
-            raise RuntimeError(f"statsforecast's cutoffs {cutoffs} for '{s.id}' are not the origins {origins[s.id]}")
-        preds[s.id] = part[alias].to_numpy(dtype=np.float64).reshape(k, h)
+            raise RuntimeError(f"{who}'s cutoffs {cutoffs} for '{s.id}' are not the origins {origins[s.id]}")
+        preds[s.id] = part[alias].to_numpy(dtype=np.float64).reshape(len(origins[s.id]), h)
     return preds

@@ -25,7 +25,7 @@ from ..objectives import Regression
 from ..runs import BACKTEST, CHECKPOINT, INTERVALS, MEMBERS, SELECTION, TRANSFORMS, Run, read_config
 from ..train import TrainConfig, Trainer, resumed_config, seed_everything
 from .data import SeriesSet
-from .features import first_position, model_inputs, n_inputs
+from .features import fit_transform, model_inputs, n_inputs
 from .forecast import backtest_series
 from .read import read_series
 from .select import (
@@ -231,9 +231,7 @@ def _prepare(data: SeriesSet, spec: ForecastSpec, window: int) -> _Prepared:
     transforms, train_parts, val_parts = {}, [], []
     for s in data:
         val_start, test_start = spec.splits(s, window)
-        features = None if s.features is None else s.features[:val_start]
-        t = spec.transform().fit(s.values[:val_start], features, first_position(s, spec.period))
-        transforms[s.id] = t
+        transforms[s.id] = t = fit_transform(s, spec, val_start)
         inputs, targets = model_inputs(s, t, spec)
         train_parts.append(_masked(inputs, targets, t.offset, 0, val_start, val_start))
         val_parts.append(_masked(inputs, targets, t.offset, val_start, test_start, test_start))
