@@ -152,6 +152,32 @@ def test_training_learns_a_deterministic_sequence():
     assert summary["val"]["accuracy"] > 0.95 > before["accuracy"]
 
 
+def test_eval_every_evaluates_within_epochs_and_keeps_the_best_of_all_evaluations(tmp_path):
+    seqs = Sequences(_tokens(1200, seed=1), np.array([0, 1200]))
+    val = evaluation_layout(Sequences(_tokens(300, seed=2), np.array([0, 300])), lanes=2, window=16)
+    config = TrainConfig(lanes=4, window=10, epochs=2, lr=0.05, eval_every=1e-9, checkpoint_every=1e9)
+    trainer = Trainer(_model(), NextToken(), training_layout(seqs, config), val, config, tmp_path, progress=False)
+    summary = trainer.fit()
+    records = [json.loads(line) for line in (tmp_path / ckpt.METRICS).read_text().splitlines()]
+    n = len(trainer.train_layout)
+    # after every batch but each epoch's last, whose evaluation is the epoch's own
+    assert [r["step"] for r in records if r["kind"] == "eval"] == [e * n + b for e in range(2) for b in range(1, n)]
+    evaluated = [r for r in records if r["kind"] in ("eval", "epoch")]
+    assert [r["elapsed_s"] for r in evaluated] == sorted(r["elapsed_s"] for r in evaluated)
+    best = min(evaluated, key=lambda r: r["val"]["loss"])
+    assert best["kind"] == "eval"  # so the check below needs the mid-epoch evaluations
+    assert summary["val"] == best["val"]
+    assert evaluate(trainer.model, val, NextToken()) == best["val"]
+    saved = _model(seed=9)
+    ckpt.load_weights(tmp_path / ckpt.WEIGHTS, saved)
+    assert evaluate(saved, val, NextToken()) == best["val"]
+
+
+def test_eval_every_must_be_positive():
+    with pytest.raises(ValueError, match="eval_every must be positive"):
+        TrainConfig(eval_every=0)
+
+
 def _lrs(config: TrainConfig, total: int, tokens_per_step: int = 0, seconds_per_step: float = 0.0) -> list[float]:
     """The rate of every step of a run of `total` steps that spends tokens and seconds at a steady pace."""
     return [learning_rate(config, s, s * tokens_per_step, s * seconds_per_step, total, 10) for s in range(total)]

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def plot_curves(metrics_log: Path, out: Path) -> Path | None:
-    """Training loss per logged step and train/validation loss per epoch, against tokens seen."""
+    """Training loss per logged step, train loss per epoch and every validation loss, against the step."""
     metrics_log = Path(metrics_log)
     if not metrics_log.exists():
         return None
@@ -27,7 +27,7 @@ def plot_curves(metrics_log: Path, out: Path) -> Path | None:
     train = [(r["step"], r["train"]["loss"]) for r in epochs if r.get("train")]
     if train:
         ax.plot(*zip(*train), "o-", label="train (epoch mean)")
-    val = [(r["step"], r["val"]["loss"]) for r in epochs if r.get("val")]
+    val = [(r["step"], r["val"]["loss"]) for r in records if r["kind"] in ("epoch", "eval") and r.get("val")]
     if val:
         ax.plot(*zip(*val), "s-", label="validation (stateful)")
     ax.set_xlabel("step")

@@ -236,7 +236,7 @@ class Trainer:
         stopped = "epochs"
         clock = self._clock()
         elapsed0 = self.cursor["elapsed"]
-        last_ckpt = clock
+        last_ckpt = last_eval = clock
         n = len(self.train_layout)
         while self.cursor["epoch"] < c.epochs and stopped == "epochs":
             epoch = self.cursor["epoch"]
@@ -287,6 +287,17 @@ class Trainer:
                     stopped = "max-tokens"
                 if stopped != "epochs":
                     break
+                if (
+                    self.val_layout is not None
+                    and c.eval_every is not None
+                    and now - last_eval >= c.eval_every
+                    and self.cursor["batch"] < n
+                ):
+                    val = self._validate(epoch)
+                    last_eval = now = self._clock()
+                    self.cursor["elapsed"] = elapsed0 + now - clock
+                    record = {"kind": "eval", "epoch": epoch, "step": self.cursor["step"], "val": val}
+                    self._log({**record, "elapsed_s": self.cursor["elapsed"]})
                 if now - last_ckpt >= c.checkpoint_every and self.cursor["batch"] < n:
                     self.save_checkpoint()
                     last_ckpt = self._clock()
@@ -298,7 +309,7 @@ class Trainer:
             if c.patience is not None and self.best["bad"] >= c.patience:
                 stopped = "early-stopping"
             self.save_checkpoint()
-            last_ckpt = self._clock()
+            last_ckpt = last_eval = self._clock()
         if self.run is not None and self.main and (self.val_layout is None or self.best["epoch"] is None):
             runs.save_weights(self.run / runs.WEIGHTS, self.model)
         if self.best_weights is not None:
@@ -318,15 +329,7 @@ class Trainer:
         record: dict[str, Any] = {"kind": "epoch", "epoch": epoch, "step": self.cursor["step"], "partial": partial}
         record["train"] = self.objective.report(self.epoch_totals) if self.epoch_totals else None
         if self.val_layout is not None:
-            val = evaluate(self.model, self.val_layout, self.objective, self.device, self.dist)
-            record["val"] = val
-            if val["loss"] < self.best["loss"]:
-                self.best.update(loss=val["loss"], epoch=epoch, metrics=val, bad=0)
-                self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-                if self.run is not None and self.main:
-                    runs.save_weights(self.run / runs.WEIGHTS, self.model)
-            else:
-                self.best["bad"] += 1
+            record["val"] = self._validate(epoch)
         record["elapsed_s"] = self.cursor["elapsed"]
         self._log(record)
         if self.progress:
@@ -340,6 +343,18 @@ class Trainer:
             print(
                 ", ".join(parts) + f"  [{self.cursor['elapsed']:.0f}s, {rate:,.0f} tok/s]", file=sys.stderr, flush=True
             )
+
+    def _validate(self, epoch: int) -> dict[str, float]:
+        """Evaluate validation; keep the weights (in memory and RUN/model.safetensors) when they are the best yet."""
+        val = evaluate(self.model, self.val_layout, self.objective, self.device, self.dist)
+        if val["loss"] < self.best["loss"]:
+            self.best.update(loss=val["loss"], epoch=epoch, metrics=val, bad=0)
+            self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            if self.run is not None and self.main:
+                runs.save_weights(self.run / runs.WEIGHTS, self.model)
+        else:
+            self.best["bad"] += 1
+        return val
 
     def summary(self, stopped: str) -> dict[str, Any]:
         """What the run achieved, as JSON-ready values."""

@@ -47,6 +47,9 @@ class TrainConfig:
         min_lr: "wsd" and "cosine": the rate at the end of the budget, as a fraction of lr.
         burn_in: stateless mode only: steps before each window run without gradient to warm its state.
         patience: stop after this many evaluations without a better validation loss (None: never).
+        eval_every: also evaluate validation every this many seconds of training within an epoch (None:
+            at the end of each epoch only). Each evaluation can become the best weights; its time counts
+            towards `max_time`. For long epochs (a big book, a slow cell) and curves against wall time.
         seed: seeds weights, dropout and shuffling; on CPU a run is reproducible bit for bit.
         max_time: stop after this many seconds of training (None: no limit).
         max_tokens: stop after this many training tokens (None: no limit).
@@ -83,6 +86,7 @@ class TrainConfig:
     seed: int = 0
     max_time: float | None = None
     max_tokens: int | None = None
+    eval_every: float | None = None
     eval_lanes: int = 8
     eval_window: int = 256
     checkpoint_every: float = 60.0
@@ -107,6 +111,8 @@ class TrainConfig:
         for name in ("lanes", "window", "epochs", "eval_lanes", "eval_window", "log_every", "step_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.eval_every is not None and self.eval_every <= 0:
+            raise ValueError(f"eval_every must be positive seconds, got {self.eval_every}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.burn_in < 0 or (self.burn_in and self.mode == "stateful"):
@@ -146,7 +152,7 @@ def learning_rate(
     return c.lr * min(ramp, shape)
 
 
-RESUMABLE = ("epochs", "max_time", "max_tokens", "patience")
+RESUMABLE = ("epochs", "max_time", "max_tokens", "patience", "eval_every")
 
 
 def resumed_config(saved: dict[str, Any], overrides: dict[str, Any] | None = None) -> TrainConfig:

@@ -242,6 +242,23 @@ def _error(proc: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+def test_eval_every_evaluates_within_the_epoch_and_can_change_on_resume(tmp_path, text_file):
+    run = tmp_path / "run"
+    cli("train", "text", text_file, "--out", run, *TINY, "--epochs", "1", "--eval-every", "0.001s")
+
+    def kinds() -> list[str]:
+        return [json.loads(line)["kind"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+    first = kinds()
+    assert first.count("eval") >= 2 and first.count("epoch") == 1
+    cli("train", "text", "--out", run, "--resume", "--epochs", "2", "--eval-every", "1h")
+    assert kinds()[: len(first)] == first and kinds()[len(first) :].count("eval") == 0
+    assert json.loads((run / "config.json").read_text())["train"]["eval_every"] == 3600
+    assert "eval_every" in _error(
+        cli("train", "text", text_file, "--out", tmp_path / "r", "--eval-every", "0s", check=False)
+    )
+
+
 def test_missing_file_is_one_clear_line(tmp_path):
     line = _error(cli("train", "text", tmp_path / "nope.txt", "--out", tmp_path / "r", *TINY, check=False))
     assert "nope.txt" in line

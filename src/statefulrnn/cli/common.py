@@ -25,10 +25,14 @@ USER_ERRORS = (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryEr
 # The TrainConfig fields the training commands expose, each as --NAME-WITH-DASHES.
 TRAINING_OPTIONS = (
     "mode", "lanes", "window", "epochs", "lr", "weight_decay", "clip", "schedule", "warmup", "burn_in", "patience",
-    "max_time", "max_tokens", "shuffle", "checkpoint_every", "log_every", "seed", "precision", "eval_window",
+    "eval_every", "max_time", "max_tokens", "shuffle", "checkpoint_every", "log_every", "seed", "precision",
+    "eval_window",
 )  # fmt: skip
 # Options that may change when a run is resumed, and the TrainConfig fields they set.
-RESUMABLE = {"--epochs": "epochs", "--max-time": "max_time", "--max-tokens": "max_tokens", "--patience": "patience"}
+RESUMABLE = {
+    "--epochs": "epochs", "--max-time": "max_time", "--max-tokens": "max_tokens", "--patience": "patience",
+    "--eval-every": "eval_every",
+}  # fmt: skip
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -188,7 +192,14 @@ def add_training_options(p: argparse.ArgumentParser, overrides: Mapping[str, Any
         help="stateless only: steps run without gradient before each window",
     )
     g.add_argument(
-        "--patience", type=int, default=d["patience"], help="early stopping: epochs without a better val loss"
+        "--patience", type=int, default=d["patience"], help="early stopping: evaluations without a better val loss"
+    )
+    g.add_argument(
+        "--eval-every",
+        type=duration,
+        default=d["eval_every"],
+        help="also evaluate validation every this much training time within an epoch (e.g. 30s, 5m; default: at "
+        "each epoch's end only); each evaluation may become the kept best weights, and its time counts in --max-time",
     )
     g.add_argument("--max-time", type=duration, default=d["max_time"], help="training time budget (e.g. 90s, 15m, 1h)")
     g.add_argument("--max-tokens", type=int, default=d["max_tokens"], help="training token budget")
