@@ -30,11 +30,12 @@ ROOT = Path(__file__).resolve().parents[1]
 TEXT = ROOT.parent / "shared" / "data" / "text" / "tinyshakespeare" / "input.txt"
 ARMS = {
     "lstm": "",
-    "lstm-awd": "--preset awd",
-    "mingru": "--cell mingru --hidden 512 --layers 3",
-    "minlstm": "--cell minlstm --hidden 512 --layers 3",
+    "lstm-awd": "--preset awd --precision bf16",
+    "mingru": "--cell mingru --hidden 256 --precision bf16",
+    "minlstm": "--cell minlstm --hidden 256 --precision bf16",
 }
-"""The recipes of issue 16 (settings of the scan cells chosen on validation: BENCHMARKS.md)."""
+"""Issue 16's recipes: today's defaults, then each contender at the settings its validation screen chose
+(BENCHMARKS.md). bf16 needs a CPU or GPU that runs it natively; elsewhere give the arms with --precision fp32."""
 POINTS = (30, 60, 120, 240, 480, 900)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -152,12 +153,13 @@ def test_training_learns_a_deterministic_sequence():
     assert summary["val"]["accuracy"] > 0.95 > before["accuracy"]
 
 
-def test_eval_every_evaluates_within_epochs_and_keeps_the_best_of_all_evaluations(tmp_path):
+def test_eval_every_evaluates_within_epochs_and_keeps_the_best_of_all_evaluations(tmp_path, capsys):
     seqs = Sequences(_tokens(1200, seed=1), np.array([0, 1200]))
     val = evaluation_layout(Sequences(_tokens(300, seed=2), np.array([0, 300])), lanes=2, window=16)
     config = TrainConfig(lanes=4, window=10, epochs=2, lr=0.05, eval_every=1e-9, checkpoint_every=1e9)
-    trainer = Trainer(_model(), NextToken(), training_layout(seqs, config), val, config, tmp_path, progress=False)
+    trainer = Trainer(_model(), NextToken(), training_layout(seqs, config), val, config, tmp_path, progress=True)
     summary = trainer.fit()
+    printed = [line for line in re.split(r"[\r\n]", capsys.readouterr().err) if "val loss" in line]
     records = [json.loads(line) for line in (tmp_path / ckpt.METRICS).read_text().splitlines()]
     n = len(trainer.train_layout)
     # after every batch but each epoch's last, whose evaluation is the epoch's own
@@ -166,7 +168,9 @@ def test_eval_every_evaluates_within_epochs_and_keeps_the_best_of_all_evaluation
     assert [r["elapsed_s"] for r in evaluated] == sorted(r["elapsed_s"] for r in evaluated)
     best = min(evaluated, key=lambda r: r["val"]["loss"])
     assert best["kind"] == "eval"  # so the check below needs the mid-epoch evaluations
-    assert summary["val"] == best["val"]
+    assert summary["val"] == best["val"] and summary["best_step"] == best["step"]
+    expected = [f"step {r['step']}, " if r["kind"] == "eval" else f"epoch {r['epoch'] + 1}: " for r in evaluated]
+    assert len(printed) == len(expected) and all(map(str.startswith, printed, expected))
     assert evaluate(trainer.model, val, NextToken()) == best["val"]
     saved = _model(seed=9)
     ckpt.load_weights(tmp_path / ckpt.WEIGHTS, saved)

@@ -83,7 +83,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay)
         self.total_steps = self.config.epochs * len(train)
         self.cursor = {"epoch": 0, "batch": 0, "step": 0, "tokens": 0, "elapsed": 0.0}
-        self.best: dict[str, Any] = {"loss": math.inf, "epoch": None, "metrics": None, "bad": 0}
+        self.best: dict[str, Any] = {"loss": math.inf, "epoch": None, "step": None, "metrics": None, "bad": 0}
         self.epoch_totals: dict[str, float] = {}
         self._running: dict[str, torch.Tensor] = {}
         self.state: State | None = None
@@ -296,8 +296,7 @@ class Trainer:
                     val = self._validate(epoch)
                     last_eval = now = self._clock()
                     self.cursor["elapsed"] = elapsed0 + now - clock
-                    record = {"kind": "eval", "epoch": epoch, "step": self.cursor["step"], "val": val}
-                    self._log({**record, "elapsed_s": self.cursor["elapsed"]})
+                    self._report({"kind": "eval", "epoch": epoch, "step": self.cursor["step"], "val": val})
                 if now - last_ckpt >= c.checkpoint_every and self.cursor["batch"] < n:
                     self.save_checkpoint()
                     last_ckpt = self._clock()
@@ -330,25 +329,33 @@ class Trainer:
         record["train"] = self.objective.report(self.epoch_totals) if self.epoch_totals else None
         if self.val_layout is not None:
             record["val"] = self._validate(epoch)
+        self._report(record)
+
+    def _report(self, record: dict[str, Any]) -> None:
+        """Log an epoch's or a mid-epoch evaluation's record, and print it unless quiet."""
+        from tqdm.auto import tqdm
+
         record["elapsed_s"] = self.cursor["elapsed"]
         self._log(record)
-        if self.progress:
-            val = record.get("val") or {}
+        if not self.progress:
+            return
+        val = record.get("val") or {}
+        if record["kind"] == "epoch":
             train = record["train"] or {}
-            rate = self.cursor["tokens"] / max(self.cursor["elapsed"], 1e-9)
-            parts = [
-                f"epoch {epoch + 1}{' (partial)' if partial else ''}: train loss {train.get('loss', math.nan):.4f}"
-            ]
-            parts += [f"val {k} {v:.4f}" for k, v in val.items() if k in ("loss", "bpc", "perplexity", "mae")]
-            print(
-                ", ".join(parts) + f"  [{self.cursor['elapsed']:.0f}s, {rate:,.0f} tok/s]", file=sys.stderr, flush=True
-            )
+            partial = " (partial)" if record["partial"] else ""
+            parts = [f"epoch {record['epoch'] + 1}{partial}: train loss {train.get('loss', math.nan):.4f}"]
+        else:
+            parts = [f"step {record['step']}"]
+        parts += [f"val {k} {v:.4f}" for k, v in val.items() if k in ("loss", "bpc", "perplexity", "mae")]
+        rate = self.cursor["tokens"] / max(self.cursor["elapsed"], 1e-9)
+        line = ", ".join(parts) + f"  [{self.cursor['elapsed']:.0f}s, {rate:,.0f} tok/s]"
+        tqdm.write(line, file=sys.stderr)  # above a running progress bar, not inside it
 
     def _validate(self, epoch: int) -> dict[str, float]:
         """Evaluate validation; keep the weights (in memory and RUN/model.safetensors) when they are the best yet."""
         val = evaluate(self.model, self.val_layout, self.objective, self.device, self.dist)
         if val["loss"] < self.best["loss"]:
-            self.best.update(loss=val["loss"], epoch=epoch, metrics=val, bad=0)
+            self.best.update(loss=val["loss"], epoch=epoch, step=self.cursor["step"], metrics=val, bad=0)
             self.best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             if self.run is not None and self.main:
                 runs.save_weights(self.run / runs.WEIGHTS, self.model)
@@ -368,6 +375,7 @@ class Trainer:
             "tokens_per_s": self.cursor["tokens"] / max(elapsed, 1e-9),
             "train": self.objective.report(self.epoch_totals) if self.epoch_totals else None,
             "best_epoch": self.best["epoch"],
+            "best_step": self.best.get("step"),
             "val": self.best["metrics"],
             "mode": self.config.mode,
             "precision": self.config.precision,
