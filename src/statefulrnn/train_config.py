@@ -50,7 +50,8 @@ class TrainConfig:
         eval_every: also evaluate validation every this many seconds of training within an epoch (None:
             at the end of each epoch only). Each evaluation can become the best weights; its time counts
             towards `max_time`. For long epochs (a big book, a slow cell) and curves against wall time.
-        seed: seeds weights, dropout and shuffling; on CPU a run is reproducible bit for bit.
+        seed: seeds weights, dropout and shuffling; on CPU a run is reproducible bit for bit, except
+            under `max_time`, where the stopping point and the wsd/cosine decay follow the clock.
         max_time: stop after this many seconds of training (None: no limit).
         max_tokens: stop after this many training tokens (None: no limit).
         eval_lanes / eval_window: the layout of the validation stream (does not change the result
