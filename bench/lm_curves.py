@@ -26,6 +26,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from statefulrnn.cli.common import duration
+
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = ROOT.parent / "shared" / "data" / "text" / "tinyshakespeare" / "input.txt"
 ARMS = {
@@ -38,12 +40,6 @@ ARMS = {
 (BENCHMARKS.md). bf16 needs a CPU or GPU that runs it natively; elsewhere give the arms with --precision fp32."""
 POINTS = (40, 60, 120, 240, 480, 900)
 """Wall times of the table (the first evaluation of `--eval-every 30s` ends at 31-35 s)."""
-
-
-def parse_duration(text: str) -> float:
-    """Seconds from '90s', '15m' or a bare number of seconds."""
-    scale = {"s": 1, "m": 60, "h": 3600}.get(text[-1], None)
-    return float(text[:-1]) * scale if scale else float(text)
 
 
 def train(text: Path, out: Path, flags: str, seed: int, max_time: float, eval_every: float, threads: int) -> Path:
@@ -108,8 +104,8 @@ def main() -> None:
     ap.add_argument("--text", type=Path, default=TEXT, help="the book (default: tinyshakespeare in ../shared)")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "lm_curves", help="run directories and curves.json")
     ap.add_argument("--png", type=Path, default=None, help="the plot (default: OUT/curves.png)")
-    ap.add_argument("--max-time", type=parse_duration, default=900.0, help="budget per run (e.g. 900, 15m)")
-    ap.add_argument("--eval-every", type=parse_duration, default=30.0, help="validation interval (seconds)")
+    ap.add_argument("--max-time", type=duration, default=900.0, help="budget per run (e.g. 900s, 15m)")
+    ap.add_argument("--eval-every", type=duration, default=30.0, help="validation interval (e.g. 30s)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--jobs", type=int, default=2, help="runs at a time")
     ap.add_argument("--threads", type=int, default=1, help="threads per run")
